@@ -1,0 +1,357 @@
+"""Typed, keyword-only run configuration: TOML presets plus dotted command-line overrides.
+
+Every knob of a run lives in one :class:`Config` tree so that a run is fully described by a preset name and a
+list of ``section.key=value`` overrides, and so that a typo is an error rather than a silently ignored setting.
+
+Example::
+
+    cfg = load_config("tiny_cpu", ["train.batch_size=4096", "model.interaction.name=dcnv2"])
+    cfg.train.batch_size  # 4096
+
+Presets live in ``launch/configs/<name>.toml``; a path to any TOML file works too. Values given on the command
+line are parsed as TOML values (``3``, ``1e-3``, ``[512, 256]``, ``"row_wise"``); a bare word that is not valid
+TOML is taken as a string, so ``--set sharding.default_type=row_wise`` works without quotes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "launch" / "configs"
+
+NUM_DENSE = 13
+NUM_SPARSE = 26
+
+DenseTransform = Literal["log1p", "log3"]
+Encoding = Literal["hash", "vocab"]
+ShardingType = Literal["table_wise", "row_wise", "column_wise", "table_row_wise", "table_column_wise", "data_parallel"]
+ComputeKernel = Literal["fused", "fused_uvm_caching", "fused_uvm", "dense"]
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, has the wrong type, or the values contradict each other."""
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Where batches come from and what the data contract (``manifest.json``) must say.
+
+    ``path`` is a directory written by ``dlrm-scale prep`` (it holds ``manifest.json``); empty means synthetic
+    batches drawn from ``cardinalities`` (see ``dlrm_scale.data.synthetic``). ``encoding``, ``max_ind_range``,
+    ``min_frequency`` and ``dense_transform`` must agree with the manifest: training refuses data prepared
+    differently. ``cardinalities`` are the embedding table sizes; empty means "take them from the manifest".
+    """
+
+    path: str = ""
+    train_split: str = "train"
+    eval_split: str = "val"
+    num_dense: int = NUM_DENSE
+    cardinalities: list[int] = field(default_factory=list)
+    multi_hot_sizes: list[int] = field(default_factory=list)
+    encoding: Encoding = "hash"
+    max_ind_range: int = 0
+    min_frequency: int = 1
+    dense_transform: DenseTransform = "log1p"
+    shuffle: bool = True
+    shuffle_buffer_batches: int = 4
+    prefetch_batches: int = 2
+    num_workers: int = 1
+    pin_memory: bool = True
+    synthetic_rows: int = 1_000_000
+    synthetic_alpha: float = 1.05
+
+
+@dataclass(kw_only=True)
+class InteractionConfig:
+    """Which feature-interaction module to use: a registered name (``dlrm-scale list interactions``) or a dotted
+    path ``my_pkg.module:MyInteraction`` to a researcher's own class. ``params`` go to its constructor."""
+
+    name: str = "dot"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """DLRM shape. ``bottom_mlp`` maps the dense features to ``embedding_dim`` (its last width must equal it);
+    ``top_mlp`` ends in the single logit. The top MLP's input width comes from the interaction's ``output_dim``."""
+
+    embedding_dim: int = 128
+    bottom_mlp: list[int] = field(default_factory=lambda: [512, 256, 128])
+    top_mlp: list[int] = field(default_factory=lambda: [1024, 1024, 512, 256, 1])
+    interaction: InteractionConfig = field(default_factory=InteractionConfig)
+
+
+@dataclass(kw_only=True)
+class TableShardingConfig:
+    """Per-table override of the planner's choice (becomes a TorchRec ``ParameterConstraints``)."""
+
+    sharding_type: ShardingType | None = None
+    compute_kernel: ComputeKernel | None = None
+    weight_dtype: Literal["fp32", "fp16"] | None = None
+
+
+@dataclass(kw_only=True)
+class ShardingConfig:
+    """How TorchRec's planner places the embedding tables. ``default_type``/``default_kernel`` constrain every
+    table (empty: the planner chooses); ``tables`` overrides single tables by feature name (``C1``)."""
+
+    default_type: ShardingType | None = None
+    default_kernel: ComputeKernel | None = None
+    weight_dtype: Literal["fp32", "fp16"] = "fp32"
+    tables: dict[str, TableShardingConfig] = field(default_factory=dict)
+    hbm_gb: float | None = None
+    ddr_gb: float | None = None
+
+
+@dataclass(kw_only=True)
+class EmbeddingOptimizerConfig:
+    """Optimizer fused into the embedding backward (TorchRec/fbgemm). ``rowwise_adagrad`` is the DLRM default."""
+
+    name: Literal["rowwise_adagrad", "adagrad", "adam", "sgd"] = "rowwise_adagrad"
+    lr: float = 0.01
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass(kw_only=True)
+class DenseOptimizerConfig:
+    """Optimizer of the data-parallel part, with the MLPerf DLRMv2 schedule: linear warmup over
+    ``warmup_steps``, constant, then polynomial decay from ``decay_start`` over ``decay_steps``."""
+
+    name: Literal["adagrad", "adam", "sgd"] = "adagrad"
+    lr: float = 0.01
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    decay_start: int = 0
+    decay_steps: int = 0
+    decay_power: float = 2.0
+
+
+@dataclass(kw_only=True)
+class OptimizerConfig:
+    embedding: EmbeddingOptimizerConfig = field(default_factory=EmbeddingOptimizerConfig)
+    dense: DenseOptimizerConfig = field(default_factory=DenseOptimizerConfig)
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """The loop. ``batch_size`` is per rank (TorchRec's convention); the global batch is it times world size.
+    ``max_steps`` > 0 stops early; ``eval_every_steps`` > 0 evaluates periodically as well as at the end."""
+
+    batch_size: int = 2048
+    eval_batch_size: int = 0
+    epochs: int = 1
+    max_steps: int = 0
+    eval_every_steps: int = 0
+    eval_max_batches: int = 0
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    pipeline: bool = True
+    bf16: bool = False
+    out_dir: str = "runs/default"
+    checkpoint_every_steps: int = 0
+    resume: bool = True
+    log_every_steps: int = 20
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass(kw_only=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Checks ``value`` against the annotation ``tp`` and builds nested dataclasses; raises naming ``key``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table (section), got {type(value).__name__} {value!r}")
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{key}: {value!r} is not {_type_name(tp)} ({'; '.join(errors)})")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {type(value).__name__} {value!r}")
+        return {k: _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported annotation {tp!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = f"section [{prefix}]" if prefix else "the top level"
+        raise ConfigError(
+            f"unknown key {prefix + '.' if prefix else ''}{unknown[0]} in {where}; valid keys: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.batch_size=4096"`` -> (["train", "batch_size"], 4096). Values are TOML; bare words are strings."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    """A preset name (``tiny_cpu``) or a path to a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    candidate = PRESET_DIR / f"{name_or_path}.toml"
+    if not candidate.is_file():
+        raise ConfigError(f"unknown preset {name_or_path!r}; available: {', '.join(list_presets())}")
+    return candidate
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Builds a validated :class:`Config` from a preset (name or path) and ``section.key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if preset:
+        path = resolve_preset(preset)
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    for text in overrides:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for part in reversed(keys):
+            nested = {part: nested}
+        values = _deep_merge(values, nested)
+    cfg = _build(Config, values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a type annotation cannot express."""
+    if cfg.train.batch_size <= 0:
+        raise ConfigError(f"train.batch_size must be positive, got {cfg.train.batch_size}")
+    if cfg.model.embedding_dim <= 0:
+        raise ConfigError(f"model.embedding_dim must be positive, got {cfg.model.embedding_dim}")
+    if not cfg.model.bottom_mlp or cfg.model.bottom_mlp[-1] != cfg.model.embedding_dim:
+        raise ConfigError(
+            f"model.bottom_mlp must end in model.embedding_dim ({cfg.model.embedding_dim}) so the dense vector "
+            f"joins the embeddings; got {cfg.model.bottom_mlp}"
+        )
+    if not cfg.model.top_mlp or cfg.model.top_mlp[-1] != 1:
+        raise ConfigError(f"model.top_mlp must end in 1 (the logit); got {cfg.model.top_mlp}")
+    if any(c <= 0 for c in cfg.data.cardinalities):
+        raise ConfigError("data.cardinalities must all be positive")
+    if cfg.data.multi_hot_sizes and len(cfg.data.multi_hot_sizes) != len(cfg.data.cardinalities):
+        raise ConfigError(
+            f"data.multi_hot_sizes has {len(cfg.data.multi_hot_sizes)} entries but data.cardinalities has "
+            f"{len(cfg.data.cardinalities)}"
+        )
+    if not cfg.data.path and not cfg.data.cardinalities:
+        raise ConfigError("synthetic data (empty data.path) needs data.cardinalities")
+
+
+def sparse_feature_names(num_sparse: int) -> list[str]:
+    """Criteo's categorical column names, ``C1`` … ``C<num_sparse>``; also the embedding feature names."""
+    return [f"C{i + 1}" for i in range(num_sparse)]
+
+
+def dense_feature_names(num_dense: int = NUM_DENSE) -> list[str]:
+    return [f"I{i + 1}" for i in range(num_dense)]
+
+
+def add_config_arguments(parser: Any) -> None:
+    """``--config`` and ``--set`` for every command that takes a run configuration."""
+    parser.add_argument("--config", default="tiny_cpu",
+                        help=f"preset name ({', '.join(list_presets())}) or path to a TOML file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set train.batch_size=4096 (repeatable; TOML values)")
+
+
+def config_from_args(args: Any) -> Config:
+    return load_config(args.config, args.overrides)
