@@ -1,0 +1,252 @@
+"""Loader throughput: our Parquet loader vs TorchRec's in-memory binary Criteo loader, on the same rows.
+
+Writes N synthetic rows (Terabyte table sizes) twice: as Parquet shards + manifest (what ``dlrm-scale prep``
+produces) and as the ``.npy`` triple ``InMemoryBinaryCriteoIterDataPipe`` reads. Then, for each batch size, times
+one full epoch of each loader on one rank, after an untimed burn-in pass:
+
+- ours: ``make_loader(..., train=True)``: row groups read and decoded from the files each epoch (page cache after
+  the burn-in), shuffled (row-group order + ``shuffle_buffer_batches`` window), prefetched on ``--workers``
+  threads;
+- torchrec: ``InMemoryBinaryCriteoIterDataPipe`` (``shuffle_batches=True``) over arrays already in memory (its
+  load time is reported separately, not counted). Its sparse ``.npy`` holds int64 ids, so both loaders hand out
+  the same tensors (TorchRec's preprocessing script writes int32 after remapping to contiguous ids).
+
+Without CUDA the batches are not pinned, so the cost of page-locked buffers (batches are gathered straight into
+them on a GPU node) is not measured here.
+
+"rows/s" is wall-clock throughput of the whole process on this machine; "rows/CPU-s" divides rows by the CPU time
+the process used in all its threads (``time.process_time``), i.e. throughput per fully used core. The GPU-node
+goal (2.5 M rows/s on 16 cores) needs about 156 k rows/CPU-s if scaling were linear; it is measured on that node.
+
+Example::
+
+    python benchmarks/bench_loader.py --rows 1000000 --batch-sizes 8192,16384,32768,65536 --workers 1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import re
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from dlrm_scale.config import DataConfig, dense_feature_names, load_config, sparse_feature_names
+from dlrm_scale.data.columns import Columns
+from dlrm_scale.data.loader import make_loader
+from dlrm_scale.data.manifest import Manifest, Shard, Split
+from dlrm_scale.data.synthetic import SyntheticSource, SyntheticSpec
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GOAL_ROWS_PER_S = 2_500_000
+GOAL_CORES = 16
+
+
+def _table(columns: Columns, dense_names: list[str], sparse_names: list[str]) -> pa.Table:
+    data = {"label": pa.array(columns.labels.astype(np.int8))}
+    for j, name in enumerate(dense_names):
+        data[name] = pa.array(columns.dense[:, j])
+    for f, name in enumerate(sparse_names):
+        if columns.ids is not None:
+            data[name] = pa.array(columns.ids[f])
+        else:
+            bag = columns.bags[f]
+            data[name] = pa.ListArray.from_arrays(pa.array(bag.offsets - bag.offsets[0]),
+                                                  pa.array(bag.values[bag.offsets[0]:bag.offsets[-1]]))
+    return pa.table(data)
+
+
+def write_data(out: Path, *, rows: int, shard_rows: int, row_group_rows: int, multi_hot: bool, seed: int,
+               compression: str = "snappy") -> DataConfig:
+    """Parquet shards + manifest under ``out/parquet`` and (one-hot) ``.npy`` files under ``out/npy``."""
+    preset = load_config("mlperf_dcnv2" if multi_hot else "criteo_terabyte")
+    cards = preset.data.cardinalities
+    spec = SyntheticSpec(cardinalities=cards, hot_sizes=preset.data.multi_hot_sizes or [1] * len(cards),
+                         alpha=preset.data.synthetic_alpha, num_dense=13, seed=seed)
+    source = SyntheticSource(spec, split="train", num_rows=rows)
+    dense_names, sparse_names = dense_feature_names(13), sparse_feature_names(len(cards))
+    parquet_dir, npy_dir = out / "parquet", out / "npy"
+    (parquet_dir / "train").mkdir(parents=True, exist_ok=True)
+    npy_dir.mkdir(parents=True, exist_ok=True)
+    dense_all = np.empty((rows, 13), np.float32)
+    sparse_all = None if multi_hot else np.empty((rows, len(cards)), np.int64)
+    labels_all = np.empty((rows, 1), np.int32)
+    shards, writer, shard_index, in_shard, done = [], None, 0, 0, 0
+    for group in range(len(source.group_rows)):
+        block = source.read(group)
+        dense_all[done:done + len(block)] = block.dense
+        labels_all[done:done + len(block), 0] = block.labels
+        if sparse_all is not None:
+            sparse_all[done:done + len(block)] = block.ids.T
+        done += len(block)
+        start = 0
+        while start < len(block):
+            if writer is None:
+                path = f"train/part-{shard_index:05d}.parquet"
+                writer = pq.ParquetWriter(parquet_dir / path, _table(block.slice(0, 1), dense_names, sparse_names).schema,
+                                          compression=compression)
+                shards.append(Shard(path=path, rows=0, row_groups=0, sha256="0" * 64))
+            take = min(len(block) - start, shard_rows - in_shard, row_group_rows)
+            writer.write_table(_table(block.slice(start, start + take), dense_names, sparse_names),
+                               row_group_size=take)
+            shards[-1].rows += take
+            shards[-1].row_groups += 1
+            start += take
+            in_shard += take
+            if in_shard == shard_rows:
+                writer.close()
+                writer, in_shard, shard_index = None, 0, shard_index + 1
+    if writer is not None:
+        writer.close()
+    Manifest(dataset="synthetic-terabyte", encoding="vocab", max_ind_range=40_000_000, min_frequency=1,
+             dense_transform="log3", dense_columns=dense_names, sparse_columns=sparse_names, cardinalities=cards,
+             multi_hot=multi_hot, splits={"train": Split(rows=rows, shards=shards)}).save(parquet_dir)
+    np.save(npy_dir / "day_0_dense.npy", dense_all)
+    np.save(npy_dir / "day_0_labels.npy", labels_all)
+    if sparse_all is not None:
+        np.save(npy_dir / "day_0_sparse.npy", sparse_all)
+    return DataConfig(path=str(parquet_dir), eval_split="", encoding="vocab", max_ind_range=40_000_000,
+                      dense_transform="log3", multi_hot_sizes=preset.data.multi_hot_sizes, pin_memory=True)
+
+
+def _timed_pass(batches) -> tuple[int, int, float, float]:
+    """(batches, real rows, wall s, CPU s of the whole process) of one pass over ``batches``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    count, rows = 0, 0
+    for batch in batches:
+        count += 1
+        rows += int(batch.mask.sum()) if hasattr(batch, "mask") else batch.labels.shape[0]
+    return count, rows, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def bench_ours(data_cfg: DataConfig, *, batch_size: int, workers: int, prefetch: int) -> dict:
+    cfg = dataclasses.replace(data_cfg, num_workers=workers, prefetch_batches=prefetch)
+    start = time.perf_counter()
+    loader = make_loader(cfg, split="train", batch_size=batch_size, rank=0, world_size=1, seed=0, train=True,
+                         device=torch.device("cpu"))
+    open_s = time.perf_counter() - start
+    count, rows, wall, cpu = _timed_pass(loader)
+    assert rows == loader.num_rows and count == len(loader)
+    return {"loader": "ours (parquet, shuffled)", "batch_size": batch_size, "workers": workers, "rows": rows,
+            "wall_s": wall, "cpu_s": cpu, "open_s": open_s}
+
+
+def bench_torchrec(npy_dir: Path, *, batch_size: int) -> dict:
+    from torchrec.datasets.criteo import InMemoryBinaryCriteoIterDataPipe
+
+    start = time.perf_counter()
+    pipe = InMemoryBinaryCriteoIterDataPipe(
+        stage="train", dense_paths=[str(npy_dir / "day_0_dense.npy")], sparse_paths=[str(npy_dir / "day_0_sparse.npy")],
+        labels_paths=[str(npy_dir / "day_0_labels.npy")], batch_size=batch_size, rank=0, world_size=1,
+        shuffle_batches=True)
+    open_s = time.perf_counter() - start
+    count, rows, wall, cpu = _timed_pass(pipe)
+    assert count == len(pipe)
+    return {"loader": "torchrec in-memory binary (shuffle_batches)", "batch_size": batch_size, "workers": 1,
+            "rows": rows, "wall_s": wall, "cpu_s": cpu, "open_s": open_s}
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def _markdown(results: list[dict], meta: dict) -> str:
+    lines = [
+        f"# Loader throughput, {meta['date']} on {meta['host']}",
+        "",
+        f"{meta['rows']:,} rows ({meta['layout']}), row groups of {meta['row_group_rows']:,}, "
+        f"{meta['compression']} Parquet pages, "
+        f"{meta['cpu_count']} CPU cores visible ({meta['cpu']}), load average at start {meta['loadavg']}. "
+        "One timed epoch per line after a burn-in pass.",
+        "",
+        "| loader | batch | workers | rows/s (wall) | rows/CPU-s | vs torchrec (wall) | open s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        ratio = f"{r['vs_torchrec']:.2f}x" if r.get("vs_torchrec") else "-"
+        lines.append(f"| {r['loader']} | {r['batch_size']} | {r['workers']} | {r['rows_per_s']:,.0f} | "
+                     f"{r['rows_per_cpu_s']:,.0f} | {ratio} | {r['open_s']:.2f} |")
+    lines += ["", f"Goal on the GPU node: {GOAL_ROWS_PER_S:,} rows/s on {GOAL_CORES} cores, i.e. "
+              f"{GOAL_ROWS_PER_S // GOAL_CORES:,} rows/CPU-s if scaling were linear. Not measured here: this "
+              "machine is not that node."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--batch-sizes", default="8192,16384,32768,65536")
+    parser.add_argument("--workers", default=f"1,{os.cpu_count()}", help="comma-separated loader thread counts")
+    parser.add_argument("--prefetch", type=int, default=4, help="data.prefetch_batches")
+    parser.add_argument("--shard-rows", type=int, default=500_000)
+    parser.add_argument("--row-group-rows", type=int, default=131_072)
+    parser.add_argument("--multi-hot", action="store_true", help="MLPerf DCNv2 pooling factors (ours only)")
+    parser.add_argument("--compression", default="snappy", help="Parquet codec of the shards (snappy, zstd, none)")
+    parser.add_argument("--data-dir", default="", help="where to write the data (default: a temporary folder)")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    workers = sorted({int(w) for w in args.workers.split(",")})
+
+    with tempfile.TemporaryDirectory(dir=args.data_dir or None) as tmp:
+        start = time.perf_counter()
+        data_cfg = write_data(Path(tmp), rows=args.rows, shard_rows=args.shard_rows,
+                              row_group_rows=args.row_group_rows, multi_hot=args.multi_hot, seed=0,
+                              compression=args.compression)
+        print(f"wrote {args.rows:,} rows in {time.perf_counter() - start:.1f} s")
+        bench_ours(data_cfg, batch_size=batch_sizes[0], workers=workers[-1], prefetch=args.prefetch)  # burn-in
+        results = []
+        for batch_size in batch_sizes:
+            reference = None
+            if not args.multi_hot:
+                bench_torchrec(Path(tmp) / "npy", batch_size=batch_size)  # burn-in: first np.load, page cache
+                reference = bench_torchrec(Path(tmp) / "npy", batch_size=batch_size)
+                results.append(reference)
+            for count in workers:
+                results.append(bench_ours(data_cfg, batch_size=batch_size, workers=count, prefetch=args.prefetch))
+                if reference:
+                    results[-1]["vs_torchrec"] = reference["wall_s"] / results[-1]["wall_s"]
+    for r in results:
+        r["rows_per_s"] = r["rows"] / r["wall_s"]
+        r["rows_per_cpu_s"] = r["rows"] / r["cpu_s"]
+    meta = {
+        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "host": socket.gethostname(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "rows": args.rows,
+        "row_group_rows": args.row_group_rows,
+        "compression": args.compression,
+        "layout": "multi-hot, MLPerf DCNv2 pooling" if args.multi_hot else "one-hot, Terabyte table sizes",
+        "torch": torch.__version__,
+        "pyarrow": pa.__version__,
+        "cuda": torch.cuda.is_available(),
+    }
+    markdown = _markdown(results, meta)
+    print(markdown)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    layout = "multihot" if args.multi_hot else "onehot"
+    stem = f"loader_{layout}_{args.compression}_{dt.date.today().isoformat()}_{re.sub(r'[^A-Za-z0-9_.-]', '-', meta['host'])}"
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(markdown)
+    print(f"wrote {out / stem}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
