@@ -94,16 +94,20 @@ class TableShardingConfig:
     sharding_type: ShardingType | None = None
     compute_kernel: ComputeKernel | None = None
     weight_dtype: Literal["fp32", "fp16"] | None = None
+    min_partition: int | None = None
 
 
 @dataclass(kw_only=True)
 class ShardingConfig:
     """How TorchRec's planner places the embedding tables. ``default_type``/``default_kernel`` constrain every
-    table (empty: the planner chooses); ``tables`` overrides single tables by feature name (``C1``)."""
+    table (empty: the planner chooses); ``tables`` overrides single tables by feature name (``C1``).
+    ``min_partition`` is the width of column-wise shards (TorchRec's default: 128 columns, i.e. no split of
+    narrower tables). HBM/DDR capacities are GiB per rank."""
 
     default_type: ShardingType | None = None
     default_kernel: ComputeKernel | None = None
     weight_dtype: Literal["fp32", "fp16"] = "fp32"
+    min_partition: int | None = None
     tables: dict[str, TableShardingConfig] = field(default_factory=dict)
     hbm_gb: float | None = None
     ddr_gb: float | None = None
@@ -157,6 +161,7 @@ class TrainConfig:
     bf16: bool = False
     out_dir: str = "runs/default"
     checkpoint_every_steps: int = 0
+    keep_checkpoints: int = 2
     resume: bool = True
     log_every_steps: int = 20
     tensorboard: bool = False
