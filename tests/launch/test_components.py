@@ -1,0 +1,58 @@
+"""The torchx component: a scheduler-agnostic torchrun job spec, and a real 2-process run on ``local_cwd``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from launch.components import train
+from tests.dist_utils import REPO
+
+
+def test_spec_is_torchrun_of_the_train_command_with_restarts() -> None:
+    app = train("--config", "mlperf_dcnv2", "--set=train.bf16=true", j="4x8", gpu=8, max_restarts=3,
+                max_retries=2, image="registry/dlrm-scale:1")
+    (role,) = app.roles
+    assert role.num_replicas == 4 and role.max_retries == 2 and role.resource.gpu == 8
+    assert role.image == "registry/dlrm-scale:1"
+    command = role.args[-1]
+    assert command.startswith("torchrun --max_restarts 3 --rdzv_backend c10d ")
+    assert "--nnodes 4 --nproc_per_node 8" in command
+    assert command.endswith("-m dlrm_scale.cli train --config mlperf_dcnv2 --set=train.bf16=true")
+    assert str(REPO) not in command, "the spec must not depend on this checkout's location"
+    with pytest.raises(ValueError, match="max_restarts"):
+        train("--config", "tiny_cpu", max_restarts=-1)
+
+
+@pytest.mark.multiproc
+def test_torchx_local_cwd_runs_the_quickstart_config_on_two_processes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    bin_dir = Path(sys.executable).parent
+    overrides = ["data.path=", "data.cardinalities=[500,60,7000,9]", "data.synthetic_rows=900",
+                 "train.batch_size=32", "train.max_steps=6", "train.checkpoint_every_steps=3",
+                 "train.progress=false", f"train.out_dir={out}"]
+    cmd = [str(bin_dir / "torchx"), "run", "-s", "local_cwd", "launch/components.py:train", "-j", "1x2", "--",
+           "--config", "tiny_cpu", *[f"--set={setting}" for setting in overrides]]
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        raise AssertionError(f"torchx timed out\n{output[-5000:]}") from None
+    assert proc.returncode == 0, output[-5000:]
+    assert "SUCCEEDED" in output
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    summary = records[-1]
+    assert summary["kind"] == "summary" and summary["steps"] == 6 and summary["samples"] == 6 * 2 * 32
+    assert 0 < summary["eval_auc"] < 1 and summary["eval_rows"] == 900
+    assert (out / "checkpoints" / "ckpt-00000006" / ".metadata").is_file()
