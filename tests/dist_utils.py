@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +28,17 @@ def run_torchrun(args: list[str], *, nproc: int = 2, timeout: float = 300, extra
            "--master_addr=127.0.0.1", f"--master_port={free_port()}", *(extra_torchrun or []), *args]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                 **(env or {})}
-    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    # A session of its own, so a timeout kills torchrun's workers too, not only torchrun.
+    with subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as popen:
+        try:
+            stdout, stderr = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            stdout, stderr = popen.communicate()
+            raise AssertionError(f"torchrun timed out after {timeout} s: {' '.join(cmd)}\n--- stdout ---\n"
+                                 f"{stdout[-4000:]}\n--- stderr ---\n{stderr[-6000:]}") from None
+    proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise AssertionError(f"torchrun failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout ---\n"
                              f"{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
