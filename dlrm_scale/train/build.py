@@ -95,18 +95,15 @@ def build_sharded_model(cfg: Config, env: DistEnv):
 
 def build_trainer(cfg: Config, env: DistEnv):
     """Everything ``dlrm-scale train`` runs: sharded model, optimizers, loaders for ``data.train_split`` and
-    (unless empty) ``data.eval_split``, checkpointer, metrics sinks, debug hooks. Prints the plan on rank 0."""
+    (unless empty) ``data.eval_split``, checkpointer, metrics sinks, debug hooks."""
     from dlrm_scale.checkpoint import Checkpointer
     from dlrm_scale.data.loader import make_loader
     from dlrm_scale.metrics import make_metrics_logger
-    from dlrm_scale.sharding.planner import describe_plan
     from dlrm_scale.train.debug import DebugHooks
     from dlrm_scale.train.optim import make_dense_optimizer
     from dlrm_scale.train.trainer import Trainer
 
-    model = build_sharded_model(cfg, env)
-    if env.rank == 0:
-        print(f"== sharding plan ({env.world_size} ranks, {env.device.type})\n{describe_plan(model.plan)}", flush=True)
+    model = build_sharded_model(cfg, env)  # shard_model prints the plan with its memory estimate on rank 0
     optimizer, scheduler = make_dense_optimizer(model, cfg.optimizer.dense)
 
     def loader(split: str, batch_size: int, train: bool):
