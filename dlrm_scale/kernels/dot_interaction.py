@@ -1,0 +1,178 @@
+"""DLRM's dot interaction as one fused op (Triton forward and backward) with an exact PyTorch fallback.
+
+``dot_interaction(dense (B, D), sparse (B, F, D), self_interaction=False, output_dim=None) -> (B, output_dim)``:
+``[dense | P pairwise dot products of the F' = F + 1 vectors [dense; sparse] | zero padding]``, pairs in TorchRec's
+order (``InteractionArch``: row-major over ``torch.triu_indices(F', F', offset=1)``, or ``offset=0`` with
+``self_interaction``), the layout of :class:`~dlrm_scale.models.interactions.dot.DotInteraction`.
+
+Which implementation runs (``backend``):
+- ``"auto"``: the Triton kernels for CUDA tensors of dtype fp32 / bf16 / fp16 when Triton is installed, else the
+  reference. CPU inputs always take the reference, so results there are bit-identical to ``dot``'s.
+- ``"torch"``: :func:`reference_dot_interaction` (``bmm`` + gather + ``cat`` + pad), differentiable by autograd.
+- ``"triton"``: the kernels, whatever the device: on CPU tensors this needs ``TRITON_INTERPRET=1`` set before the
+  first fused call (the tests do this).
+
+The fused op is a ``torch.autograd.Function`` whose forward writes only the kept pairs (never the ``(B, F', F')``
+Gram matrix) and whose backward computes ``d dense``, ``d sparse`` from ``d out`` directly (see
+:mod:`dlrm_scale.kernels.dot_triton`). Under ``torch.compile`` it calls the same launchers through two
+``torch.library`` custom ops, which Dynamo treats as opaque (with shape functions), so ``fullgraph`` capture works;
+eager calls skip the custom-op dispatcher, whose Python overhead (about 35 µs per call, measured on the
+2-core CPU VM) would rival the kernels' time at small batches.
+
+Mixed precision follows the reference: the products are computed in the autocast dtype when autocast is on for the
+inputs' device (as ``bmm`` would be), else in the promoted dtype of ``dense`` and ``sparse``; the output has the
+dtype ``cat((dense, pairs))`` would give.
+
+Example::
+
+    out = dot_interaction(torch.randn(4, 128), torch.randn(4, 26, 128))  # (4, 128 + 27 * 26 / 2) = (4, 479)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from types import ModuleType
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+Backend = Literal["auto", "torch", "triton"]
+
+TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def num_pairs(num_sparse_features: int, *, self_interaction: bool) -> int:
+    """P: pairs i < j of the F' = F + 1 vectors, or i <= j with self-interaction."""
+    fields = num_sparse_features + 1
+    return fields * (fields + 1) // 2 if self_interaction else fields * (fields - 1) // 2
+
+
+def reference_dot_interaction(dense: torch.Tensor, sparse: torch.Tensor, *, self_interaction: bool = False,
+                              output_dim: int | None = None, pair_rows: torch.Tensor | None = None,
+                              pair_cols: torch.Tensor | None = None) -> torch.Tensor:
+    """The plain PyTorch interaction, op for op the one of ``dot`` (and TorchRec's ``InteractionArch``):
+    stack ``(B, F', D)``, ``bmm`` to the Gram matrix ``(B, F', F')``, gather the kept pairs, concatenate after
+    ``dense``, pad with zeros to ``output_dim``. ``pair_rows`` / ``pair_cols``: precomputed triu indices."""
+    num_fields = sparse.shape[1] + 1
+    if pair_rows is None or pair_cols is None:
+        pair_rows, pair_cols = torch.triu_indices(num_fields, num_fields, offset=0 if self_interaction else 1,
+                                                  device=dense.device)
+    fields = torch.cat((dense.unsqueeze(1), sparse), dim=1)  # (B, F', D)
+    gram = torch.bmm(fields, fields.transpose(1, 2))  # (B, F', F')
+    out = torch.cat((dense, gram[:, pair_rows, pair_cols]), dim=1)
+    padding = 0 if output_dim is None else output_dim - out.shape[1]
+    return F.pad(out, (0, padding)) if padding else out
+
+
+def _kernels() -> ModuleType:
+    """The Triton module, imported on first use (``import triton`` is slow, and the interpreter switch is read when
+    the kernels are decorated)."""
+    from dlrm_scale.kernels import dot_triton
+
+    return dot_triton
+
+
+def _dtypes(dense: torch.Tensor, sparse: torch.Tensor) -> tuple[torch.dtype, torch.dtype]:
+    """(compute dtype, output dtype), as the reference's ``cat`` -> ``bmm`` -> ``cat`` would have them."""
+    device_type = dense.device.type
+    if torch.is_autocast_enabled(device_type):
+        compute = torch.get_autocast_dtype(device_type)
+    else:
+        compute = torch.promote_types(dense.dtype, sparse.dtype)
+    return compute, torch.promote_types(dense.dtype, compute)
+
+
+def _fused_forward(dense: torch.Tensor, sparse: torch.Tensor, self_interaction: bool, output_dim: int,
+                   compute_dtype: torch.dtype, out_dtype: torch.dtype) -> torch.Tensor:
+    out = torch.empty((dense.shape[0], output_dim), dtype=out_dtype, device=dense.device)
+    return _kernels().forward(dense, sparse, out, self_interaction=self_interaction, compute_dtype=compute_dtype)
+
+
+def _fused_backward(grad_out: torch.Tensor, dense: torch.Tensor, sparse: torch.Tensor, self_interaction: bool,
+                    compute_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    grad_dense = torch.empty(dense.shape, dtype=dense.dtype, device=dense.device)
+    grad_sparse = torch.empty(sparse.shape, dtype=sparse.dtype, device=sparse.device)
+    return _kernels().backward(grad_out, dense, sparse, grad_dense, grad_sparse, self_interaction=self_interaction,
+                               compute_dtype=compute_dtype)
+
+
+@torch.library.custom_op("dlrm_scale::dot_interaction_forward", mutates_args=())
+def _forward_op(dense: torch.Tensor, sparse: torch.Tensor, self_interaction: bool, output_dim: int,
+                compute_dtype: torch.dtype, out_dtype: torch.dtype) -> torch.Tensor:
+    return _fused_forward(dense, sparse, self_interaction, output_dim, compute_dtype, out_dtype)
+
+
+@_forward_op.register_fake
+def _(dense: torch.Tensor, sparse: torch.Tensor, self_interaction: bool, output_dim: int,
+      compute_dtype: torch.dtype, out_dtype: torch.dtype) -> torch.Tensor:
+    return dense.new_empty((dense.shape[0], output_dim), dtype=out_dtype)
+
+
+@torch.library.custom_op("dlrm_scale::dot_interaction_backward", mutates_args=())
+def _backward_op(grad_out: torch.Tensor, dense: torch.Tensor, sparse: torch.Tensor, self_interaction: bool,
+                 compute_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return _fused_backward(grad_out, dense, sparse, self_interaction, compute_dtype)
+
+
+@_backward_op.register_fake
+def _(grad_out: torch.Tensor, dense: torch.Tensor, sparse: torch.Tensor, self_interaction: bool,
+      compute_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.empty_like(dense, memory_format=torch.contiguous_format), \
+        torch.empty_like(sparse, memory_format=torch.contiguous_format)
+
+
+class DotInteractionFunction(torch.autograd.Function):
+    """The fused op: ``apply(dense (B, D), sparse (B, F, D), self_interaction, output_dim, compute_dtype,
+    out_dtype) -> (B, output_dim)``; the backward returns ``(d dense, d sparse)`` from the Triton kernel."""
+
+    @staticmethod
+    def forward(ctx: Any, dense: torch.Tensor, sparse: torch.Tensor, self_interaction: bool, output_dim: int,
+                compute_dtype: torch.dtype, out_dtype: torch.dtype) -> torch.Tensor:
+        ctx.save_for_backward(dense, sparse)
+        ctx.self_interaction = self_interaction
+        ctx.compute_dtype = compute_dtype
+        if torch.compiler.is_compiling():
+            return _forward_op(dense, sparse, self_interaction, output_dim, compute_dtype, out_dtype)
+        return _fused_forward(dense, sparse, self_interaction, output_dim, compute_dtype, out_dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        dense, sparse = ctx.saved_tensors
+        if torch.compiler.is_compiling():
+            grad_dense, grad_sparse = _backward_op(grad_out, dense, sparse, ctx.self_interaction, ctx.compute_dtype)
+        else:
+            grad_dense, grad_sparse = _fused_backward(grad_out, dense, sparse, ctx.self_interaction,
+                                                      ctx.compute_dtype)
+        return grad_dense, grad_sparse, None, None, None, None
+
+
+def fused_supported(dense: torch.Tensor, sparse: torch.Tensor) -> bool:
+    """Whether ``backend="auto"`` takes the Triton kernels for these inputs."""
+    return TRITON_INSTALLED and dense.is_cuda and sparse.is_cuda and dense.dtype in _FUSED_DTYPES \
+        and sparse.dtype in _FUSED_DTYPES
+
+
+def dot_interaction(dense: torch.Tensor, sparse: torch.Tensor, *, self_interaction: bool = False,
+                    output_dim: int | None = None, pair_rows: torch.Tensor | None = None,
+                    pair_cols: torch.Tensor | None = None, backend: Backend = "auto") -> torch.Tensor:
+    """``dense (B, D)``, ``sparse (B, F, D)`` -> ``(B, output_dim)`` (default ``D + P``, no padding); see the
+    module docstring for the layout and ``backend``. ``pair_rows`` / ``pair_cols`` only serve the reference."""
+    if dense.dim() != 2 or sparse.dim() != 3 or sparse.shape[0] != dense.shape[0] \
+            or sparse.shape[2] != dense.shape[1]:
+        raise ValueError(f"dot interaction needs dense (B, D) and sparse (B, F, D); got {tuple(dense.shape)} "
+                         f"and {tuple(sparse.shape)}")
+    unpadded = dense.shape[1] + num_pairs(sparse.shape[1], self_interaction=self_interaction)
+    output_dim = unpadded if output_dim is None else output_dim
+    if output_dim < unpadded:
+        raise ValueError(f"dot interaction: output_dim {output_dim} < D + P = {unpadded}")
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"dot interaction: backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    if backend == "torch" or (backend == "auto" and not fused_supported(dense, sparse)):
+        return reference_dot_interaction(dense, sparse, self_interaction=self_interaction, output_dim=output_dim,
+                                          pair_rows=pair_rows, pair_cols=pair_cols)
+    if not TRITON_INSTALLED:
+        raise RuntimeError("dot interaction: backend='triton' needs the `triton` package")
+    compute_dtype, out_dtype = _dtypes(dense, sparse)
+    return DotInteractionFunction.apply(dense, sparse, self_interaction, output_dim, compute_dtype, out_dtype)

@@ -1,0 +1,85 @@
+"""`dot_fused`: registered, same width as `dot`, and on CPU (no Triton involved) bit-identical to `dot` in the
+forward and backward passes; float64 gradcheck through that fallback; clear errors for bad calls."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dlrm_scale.kernels import dot_interaction, fused_supported, reference_dot_interaction
+from dlrm_scale.models.interactions import INTERACTIONS, build_interaction, load_builtin
+
+
+@pytest.mark.parametrize(("features", "dim", "params"), [
+    (26, 128, {}), (26, 128, {"pad_to_multiple": 8}), (1, 3, {"self_interaction": True}),
+    (40, 64, {"self_interaction": True, "pad_to_multiple": 16}), (8, 7, {"pad_to_multiple": 5}),
+])
+def test_output_dim_equals_dot(features: int, dim: int, params: dict) -> None:
+    load_builtin()
+    assert "dot_fused" in INTERACTIONS.names()
+    dot = build_interaction("dot", params, num_sparse_features=features, embedding_dim=dim)
+    fused = build_interaction("dot_fused", params, num_sparse_features=features, embedding_dim=dim)
+    assert fused.output_dim == dot.output_dim
+
+
+@pytest.mark.parametrize(("self_interaction", "pad_to_multiple"), [(False, 1), (True, 8)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cpu_fallback_is_bit_identical_to_dot(self_interaction: bool, pad_to_multiple: int,
+                                              dtype: torch.dtype) -> None:
+    params = {"self_interaction": self_interaction, "pad_to_multiple": pad_to_multiple}
+    dot = build_interaction("dot", params, num_sparse_features=26, embedding_dim=33)
+    fused = build_interaction("dot_fused", params, num_sparse_features=26, embedding_dim=33)
+    generator = torch.Generator().manual_seed(int(self_interaction) + pad_to_multiple)
+    dense = torch.randn(17, 33, generator=generator).to(dtype)
+    sparse = torch.randn(17, 26, 33, generator=generator).to(dtype)
+    assert not fused_supported(dense, sparse)
+    inputs = [(dense.clone().requires_grad_(), sparse.clone().requires_grad_()) for _ in range(2)]
+    out_dot, out_fused = dot(*inputs[0]), fused(*inputs[1])
+    assert torch.equal(out_fused, out_dot)
+    upstream = torch.randn(out_dot.shape, generator=generator).to(dtype)
+    for got, want in zip(torch.autograd.grad(out_fused, inputs[1], upstream),
+                         torch.autograd.grad(out_dot, inputs[0], upstream)):
+        assert torch.equal(got, want)
+
+
+def test_gradcheck_float64_through_the_fallback() -> None:
+    fused = build_interaction("dot_fused", {"self_interaction": True, "pad_to_multiple": 4}, num_sparse_features=3,
+                              embedding_dim=5).double()
+    generator = torch.Generator().manual_seed(0)
+    dense = torch.randn(3, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    sparse = torch.randn(3, 3, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(fused, (dense, sparse), eps=1e-6, atol=1e-8, rtol=1e-6)
+    assert torch.autograd.gradcheck(lambda d, s: reference_dot_interaction(d, s), (dense, sparse), eps=1e-6,
+                                    atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("dense_shape", "sparse_shape", "kwargs", "match"), [
+    ((4, 8), (4, 3, 7), {}, "needs dense"),
+    ((4, 8), (5, 3, 8), {}, "needs dense"),
+    ((4, 8), (4, 3, 8), {"output_dim": 10}, "output_dim 10 < D \\+ P = 14"),
+    ((4, 8), (4, 3, 8), {"backend": "cuda"}, "backend must be"),
+])
+def test_bad_calls_name_the_problem(dense_shape, sparse_shape, kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        dot_interaction(torch.randn(dense_shape), torch.randn(sparse_shape), **kwargs)
+
+
+def test_unsupported_dtype_for_the_kernels_is_a_clear_error(fused_device) -> None:
+    with pytest.raises(ValueError, match="fused dot interaction: dense must be"):
+        dot_interaction(torch.randn(2, 4, dtype=torch.float64, device=fused_device),
+                        torch.randn(2, 3, 4, dtype=torch.float64, device=fused_device), backend="triton")
+
+
+def test_cpu_tensors_without_the_interpreter_are_a_clear_error() -> None:
+    """In a fresh process without TRITON_INTERPRET, asking for the kernels on CPU tensors names the fix."""
+    pytest.importorskip("triton")
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    code = ("import torch; from dlrm_scale.kernels import dot_interaction\n"
+            "try:\n    dot_interaction(torch.randn(2, 4), torch.randn(2, 3, 4), backend='triton')\n"
+            "except ValueError as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "the Triton kernels need CUDA tensors, or TRITON_INTERPRET=1" in result.stdout, result.stderr
