@@ -7,6 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Without a GPU the fused Triton kernels run under Triton's CPU interpreter. The switch is read when `triton` is
+# first imported (its own @jit helpers are decorated then), and torch.compile tests import triton early, so it must
+# be set for the whole process, before any test module is collected. It changes nothing but Triton kernels.
+if not torch.cuda.is_available():  # importing torch does not import triton
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 CRITEO_SAMPLES = Path(os.environ.get("DLRM_SCALE_CRITEO_SAMPLES", REPO.parent / "shared" / "data" / "criteo-samples"))
@@ -18,12 +25,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     run_slow = config.getoption("--runslow") or os.environ.get("DLRM_SCALE_SLOW") == "1"
-    try:
-        import torch
-
-        has_gpu = torch.cuda.is_available()
-    except ImportError:
-        has_gpu = False
+    has_gpu = torch.cuda.is_available()
     skip_slow = pytest.mark.skip(reason="slow: set DLRM_SCALE_SLOW=1 or pass --runslow")
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
