@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from benchmarks.hostinfo import cpu_model
 from dlrm_scale.config import DataConfig, dense_feature_names, load_config, sparse_feature_names
 from dlrm_scale.data.columns import Columns
 from dlrm_scale.data.loader import make_loader
@@ -156,13 +157,6 @@ def bench_torchrec(npy_dir: Path, *, batch_size: int) -> dict:
             "rows": rows, "wall_s": wall, "cpu_s": cpu, "open_s": open_s}
 
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
 def _markdown(results: list[dict], meta: dict) -> str:
     lines = [
         f"# Loader throughput, {meta['date']} on {meta['host']}",
@@ -225,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "host": socket.gethostname(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "rows": args.rows,

@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.hostinfo import cpu_model
+
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 BYTES_PER_ROW = 246  # of data_prep.synth's output, measured; only used to pick the row count for a size
@@ -154,13 +156,6 @@ def bench_torchrec(path: Path, rows: int, scratch: Path) -> dict:
     return {"tool": "torchrec BinaryCriteoUtils.tsv_to_npys", "workers": 1, **stats}
 
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
 def _markdown(results: list[dict], meta: dict) -> str:
     lines = [
         f"# Preprocessing throughput, {meta['date']} on {meta['host']}",
@@ -212,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if scratch_parent:
         scratch_parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "host": socket.gethostname(), "cpu": _cpu_model(),
+        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "host": socket.gethostname(), "cpu": cpu_model(),
         "cpu_count": os.cpu_count(), "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "sizes_mb": args.sizes_mb, "max_ind_range": args.max_ind_range, "max_vocab": args.max_vocab,
         "torchrec_max_mb": args.torchrec_max_mb, "chunk_bytes": args.chunk_bytes, "base_mb": args.base_mb, "python": sys.version.split()[0],
