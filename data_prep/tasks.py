@@ -133,6 +133,11 @@ def encode(parsed: ParsedBlock, cfg: PrepConfig, labeled: bool) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=OUTPUT_SCHEMA)
 
 
+def input_bytes(source: InputFile, chunk: Chunk) -> int:
+    """Bytes of input a chunk task reads (progress and scheduling): the whole file for a gzip stream."""
+    return source.size if chunk.end < 0 else chunk.nbytes
+
+
 @dataclass(kw_only=True, frozen=True)
 class LineCountTask:
     """Counts a chunk's lines (files whose held-out part is cut by line number)."""
@@ -142,7 +147,7 @@ class LineCountTask:
 
     @property
     def nbytes(self) -> int:
-        return self.source.size if self.chunk.end < 0 else self.chunk.nbytes
+        return input_bytes(self.source, self.chunk)
 
     def result(self, state: State) -> Path:
         return state.lines(self.chunk.id)
@@ -162,7 +167,7 @@ class CountTask:
 
     @property
     def nbytes(self) -> int:
-        return self.source.size if self.chunk.end < 0 else self.chunk.nbytes
+        return input_bytes(self.source, self.chunk)
 
     def result(self, state: State) -> Path:
         return state.counts_lines(self.chunk.id)
@@ -240,7 +245,7 @@ class ConvertTask:
 
     @property
     def nbytes(self) -> int:
-        return self.source.size if self.chunk.end < 0 else self.chunk.nbytes
+        return input_bytes(self.source, self.chunk)
 
     def result(self, state: State) -> Path:
         return state.converted(self.chunk.id)
