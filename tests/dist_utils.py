@@ -1,4 +1,4 @@
-"""Launch real multi-process jobs from tests: ``torchrun --nproc_per_node=N`` on CPU with gloo."""
+"""Launch real multi-process jobs from tests: ``torchrun --nproc_per_node=N`` on CPU with gloo, or ``torchx run``."""
 
 from __future__ import annotations
 
@@ -10,12 +10,33 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **(extra or {})}
+
+
+def _run(cmd: list[str], *, env: dict[str, str], timeout: float, merge_output: bool) -> subprocess.CompletedProcess[str]:
+    """Runs ``cmd`` in a session of its own, so a timeout kills the launcher's workers too, not only the launcher."""
+    stderr = subprocess.STDOUT if merge_output else subprocess.PIPE
+    with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                          start_new_session=True) as popen:
+        try:
+            stdout, err = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            stdout, err = popen.communicate()
+            raise AssertionError(f"timed out after {timeout} s: {' '.join(cmd)}\n--- stdout ---\n"
+                                 f"{stdout[-4000:]}\n--- stderr ---\n{(err or '')[-6000:]}") from None
+    return subprocess.CompletedProcess(cmd, popen.returncode, stdout, err or "")
 
 
 def run_torchrun(args: list[str], *, nproc: int = 2, timeout: float = 300, extra_torchrun: list[str] | None = None,
@@ -26,20 +47,17 @@ def run_torchrun(args: list[str], *, nproc: int = 2, timeout: float = 300, extra
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
            "--master_addr=127.0.0.1", f"--master_port={free_port()}", *(extra_torchrun or []), *args]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                **(env or {})}
-    # A session of its own, so a timeout kills torchrun's workers too, not only torchrun.
-    with subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as popen:
-        try:
-            stdout, stderr = popen.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(popen.pid, signal.SIGKILL)
-            stdout, stderr = popen.communicate()
-            raise AssertionError(f"torchrun timed out after {timeout} s: {' '.join(cmd)}\n--- stdout ---\n"
-                                 f"{stdout[-4000:]}\n--- stderr ---\n{stderr[-6000:]}") from None
-    proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
+    proc = _run(cmd, env=_env(env), timeout=timeout, merge_output=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"torchrun failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout ---\n"
                              f"{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
     return proc
+
+
+def run_torchx(args: list[str], *, timeout: float = 240) -> str:
+    """Runs ``torchx run ARGS`` (e.g. ``-s local_cwd launch/components.py:train -j 1x2 -- ...``) from the repo root;
+    asserts it exits 0 and returns its combined output."""
+    cmd = [str(BIN / "torchx"), "run", *args]
+    proc = _run(cmd, env=_env(None), timeout=timeout, merge_output=True)
+    assert proc.returncode == 0, f"torchx failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-5000:]}"
+    return proc.stdout

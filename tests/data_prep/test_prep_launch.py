@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +9,7 @@ import pytest
 from dlrm_scale.data.manifest import Manifest
 from launch.prep_components import prep as prep_component
 from tests.data_prep.raw import prep, random_lines, write_lines
-from tests.dist_utils import REPO
+from tests.dist_utils import run_torchx
 
 
 def test_spec_gives_each_replica_its_rank() -> None:
@@ -36,20 +32,8 @@ def test_torchx_local_cwd_two_replicas(tmp_path: Path) -> None:
             "--no-progress"]
     single = tmp_path / "single"
     assert prep(*args, "--out", single, "--workers", "1") == 0
-    bin_dir = Path(sys.executable).parent
-    cmd = [str(bin_dir / "torchx"), "run", "-s", "local_cwd", "launch/prep_components.py:prep", "--replicas", "2",
-           "--workers", "1", "--", *args, "--out", str(tmp_path / "shared")]
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        raise AssertionError(f"torchx timed out\n{output[-5000:]}") from None
-    assert proc.returncode == 0, output[-5000:]
+    output = run_torchx(["-s", "local_cwd", "launch/prep_components.py:prep", "--replicas", "2", "--workers", "1",
+                         "--", *args, "--out", str(tmp_path / "shared")])
     assert "SUCCEEDED" in output and "rank 1 done" in output
     shared, reference = Manifest.load(tmp_path / "shared"), Manifest.load(single)
     assert shared.splits == reference.splits and shared.cardinalities == reference.cardinalities

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from launch.components import train
-from tests.dist_utils import REPO
+from tests.dist_utils import REPO, run_torchx
 
 
 def test_spec_is_torchrun_of_the_train_command_with_restarts() -> None:
@@ -33,23 +29,11 @@ def test_spec_is_torchrun_of_the_train_command_with_restarts() -> None:
 @pytest.mark.multiproc
 def test_torchx_local_cwd_runs_the_quickstart_config_on_two_processes(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    bin_dir = Path(sys.executable).parent
     overrides = ["data.path=", "data.cardinalities=[500,60,7000,9]", "data.synthetic_rows=900",
                  "train.batch_size=32", "train.max_steps=6", "train.checkpoint_every_steps=3",
                  "train.progress=false", f"train.out_dir={out}"]
-    cmd = [str(bin_dir / "torchx"), "run", "-s", "local_cwd", "launch/components.py:train", "-j", "1x2", "--",
-           "--config", "tiny_cpu", *[f"--set={setting}" for setting in overrides]]
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        raise AssertionError(f"torchx timed out\n{output[-5000:]}") from None
-    assert proc.returncode == 0, output[-5000:]
+    output = run_torchx(["-s", "local_cwd", "launch/components.py:train", "-j", "1x2", "--", "--config", "tiny_cpu",
+                         *[f"--set={setting}" for setting in overrides]])
     assert "SUCCEEDED" in output
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     summary = records[-1]
