@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import os
-import re
 import socket
 import tempfile
 import time
@@ -41,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from benchmarks.hostinfo import cpu_model
+from benchmarks.report import cpu_model, write_results
 from dlrm_scale.config import DataConfig, dense_feature_names, load_config, sparse_feature_names
 from dlrm_scale.data.columns import Columns
 from dlrm_scale.data.loader import make_loader
@@ -232,13 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     markdown = _markdown(results, meta)
     print(markdown)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     layout = "multihot" if args.multi_hot else "onehot"
-    stem = f"loader_{layout}_{args.compression}_{dt.date.today().isoformat()}_{re.sub(r'[^A-Za-z0-9_.-]', '-', meta['host'])}"
-    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(markdown)
-    print(f"wrote {out / stem}.json and .md")
+    write_results(args.out, f"loader_{layout}_{args.compression}", meta, results, markdown)
     return 0
 
 

@@ -30,7 +30,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -39,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.hostinfo import cpu_model
+from benchmarks.report import cpu_model, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -244,13 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["pyarrow"] = pyarrow.__version__
     markdown = _markdown(results, meta)
     print(markdown)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     sizes = "-".join(f"{s:g}" for s in args.sizes_mb)
-    stem = f"prep_hash_{sizes}mb_{dt.date.today().isoformat()}_{re.sub(r'[^A-Za-z0-9_.-]', '-', meta['host'])}"
-    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(markdown)
-    print(f"wrote {out / stem}.json and .md")
+    write_results(args.out, f"prep_hash_{sizes}mb", meta, results, markdown)
     return 0
 
 
