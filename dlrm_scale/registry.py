@@ -47,9 +47,8 @@ class Registry(Generic[T]):
         def decorator(target: T) -> T:
             if name in self._entries and self._entries[name].target is not target:
                 raise ValueError(f"{self.kind} {name!r} is already registered to {self._entries[name].target!r}")
-            doc = description or (getattr(target, "__doc__", None) or "").strip().splitlines()[0:1]
-            text = doc if isinstance(doc, str) else (doc[0] if doc else "")
-            self._entries[name] = Entry(name, target, text)
+            first_doc_line = next(iter((getattr(target, "__doc__", None) or "").strip().splitlines()), "")
+            self._entries[name] = Entry(name, target, description or first_doc_line)
             return target
 
         return decorator
