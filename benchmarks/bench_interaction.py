@@ -4,7 +4,8 @@ For each dtype, F (sparse features), D (embedding width) and B (batch), times on
 - ``bmm_reference``: DLRM's dot interaction as TorchRec computes it (``bmm`` + triu gather + ``cat``), eager; every
   ratio is against this row, measured in the same run;
 - ``bmm_reference_compiled``: the same function through ``torch.compile`` (CUDA; ``--compile-shapes`` picks F x D);
-- every registered interaction (``dot``, ``dot_fused``, ``dcnv2``, …) built with its default options.
+- every registered interaction (``dot``, ``dot_fused``, ``dcnv2``, …) built with its default options; on CUDA
+  ``dot`` (``kernel="auto"``) and ``dot_fused`` both run the fused Triton kernels, on the CPU both the plain ops.
 
 ``fwd`` runs under ``torch.no_grad``; ``fwd_bwd`` runs the forward and ``torch.autograd.grad`` of the inputs and
 parameters. Times are medians after a warm-up (CUDA events around each call; ``perf_counter`` on the CPU), with
@@ -345,7 +346,7 @@ def to_markdown(records: list[Record], meta: dict, summary: list[str]) -> str:
     if meta["device"] == "cpu":
         parts += [f"CPU run: {meta['cpu_count']} cores, load average {meta['load_average_at_start']:.1f} at the start "
                   f"(other processes share them): a smoke test of the code paths, not a performance result. "
-                  f"On the CPU `dot_fused` runs `dot`'s own ops (its exact fallback).", ""]
+                  f"On the CPU `dot` and `dot_fused` run the plain ops (the kernels' exact fallback).", ""]
     if summary:
         parts += ["## Headline", "", *[f"- {line}" for line in summary], ""]
     header = ["implementation", "dtype", "B", "F", "D", "median ms", "GB/s", "% of copy", "TFLOP/s", "ratio",

@@ -3,17 +3,28 @@
 # fbgemm-gpu wheel: torchrec declares an unpinned `fbgemm-gpu` dependency, so it is installed with --no-deps
 # after its real needs. Idempotent: a second run with unchanged dependencies only checks that the stack imports.
 # On a GPU machine use INSTALL_GPU=1: then the matching CUDA `fbgemm-gpu` replaces fbgemm-gpu-cpu.
+#
+# STACK=gpu-machine installs, into .venv-gpu-machine, the releases the lent GPU machine runs (torch 2.11,
+# fbgemm-gpu 1.6.0 as its CPU build, torchrec 1.6.1, Triton 3.6, tensordict 0.11, torchx 0.7), so the suite can
+# prove here that the code runs on both stacks. PyPI's torch 2.11 for Linux is the CUDA build (about 3 GB with
+# its NVIDIA libraries); it runs on CPUs. numpy stays below 2.4 there: Triton 3.6's interpreter, which runs the
+# fused-kernel tests on CPUs, fails on numpy 2.4 (`int()` of a 1-element array); compiled kernels are unaffected.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-VENV=${VENV:-.venv}
+STACK=${STACK:-cpu}
+case "$STACK" in
+  cpu)
+    VENV=${VENV:-.venv}; TORCH=${TORCH_VERSION:-2.13.0}; FBGEMM=${FBGEMM_VERSION:-1.8.0}
+    TORCHREC=${TORCHREC_VERSION:-1.8.0}; TRITON=${TRITON_VERSION:-3.9.0}; extra=() ;;
+  gpu-machine)
+    VENV=${VENV:-.venv-gpu-machine}; TORCH=${TORCH_VERSION:-2.11.0}; FBGEMM=${FBGEMM_VERSION:-1.6.0}
+    TORCHREC=${TORCHREC_VERSION:-1.6.1}; TRITON=${TRITON_VERSION:-3.6.0}
+    extra=("numpy<2.4" "tensordict==0.11.0" "torchx==0.7.0") ;;
+  *) echo "install.sh: STACK must be 'cpu' or 'gpu-machine', got '$STACK'" >&2; exit 2 ;;
+esac
 PY=${PYTHON:-python3}
-TORCH=${TORCH_VERSION:-2.13.0}
-FBGEMM=${FBGEMM_VERSION:-1.8.0}
-TORCHREC=${TORCHREC_VERSION:-1.8.0}
-# CPU only: the Triton interpreter runs the fused-kernel tests there (on GPUs torch brings its own Triton).
-TRITON=${TRITON_VERSION:-3.9.0}
 # The marker records what was installed; a change to the dependencies or this script reinstalls.
-stamp=$(cat pyproject.toml "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)-${INSTALL_GPU:-0}-$TORCH-$FBGEMM-$TORCHREC
+stamp=$(cat pyproject.toml "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)-$STACK-${INSTALL_GPU:-0}-$TORCH-$FBGEMM-$TORCHREC
 if [ "$(cat "$VENV/.dlrm_scale_installed" 2>/dev/null)" = "$stamp" ] && "$VENV/bin/python" -c "import torchrec, dlrm_scale" 2>/dev/null; then
   exit 0
 fi
@@ -24,7 +35,7 @@ if [ "${INSTALL_GPU:-0}" = 1 ]; then
 else
   "${pip[@]}" "torch==$TORCH" "fbgemm-gpu-cpu==$FBGEMM" "triton==$TRITON"
 fi
-"${pip[@]}" -e ".[test,tensorboard]"
+"${pip[@]}" -e ".[test,tensorboard]" "${extra[@]}"
 "${pip[@]}" --no-deps "torchrec==$TORCHREC"
 "$VENV/bin/python" -c "import torchrec, fbgemm_gpu, dlrm_scale; print('dlrm_scale installed: torchrec', torchrec.__version__ if hasattr(torchrec, '__version__') else '?')" 2>&1 | grep -v -i warn || true
 echo "$stamp" > "$VENV/.dlrm_scale_installed"

@@ -173,20 +173,23 @@ def _block_fields(num_sparse: int) -> int:
 
 def default_config(num_sparse: int, dim: int, compute_dtype: torch.dtype) -> LaunchConfig:
     """About 8k elements of X per program (4k in fp32), ``(BLOCK_B, BLOCK_F, BLOCK_D)``, with BLOCK_D up to 128
-    for 16-bit inputs and F' <= 32, else 64: bounds the fp32 Gram / gradient tiles held in registers.
+    for 16-bit inputs and F' <= 32, 64 for fp32 or F' <= 32, 32 for fp32 with F' > 32: bounds the fp32 Gram /
+    gradient tiles held in registers. Eight warps spread those tiles over more threads.
 
-    Chosen from the sm_90 compiler's resource report (no register spills, at most 64 KB of shared memory for
-    B x 26 x 128 and 40 x 128 in bf16 and fp32); ``benchmarks/bench_interaction.py --sweep`` times alternatives.
-    Two pipeline stages only for 16-bit inputs with several steps over D: a single step gains nothing from more
-    (they only multiply shared memory), and in fp32 the second stage's buffers made the compiler spill.
+    Chosen from the sm_90 compiler's resource report (``benchmarks/kernel_resources.py``) under both Triton 3.9
+    (the CPU venv's) and 3.6 (the one torch 2.11 brings to the GPU machine): with these configs neither spills a
+    register for B x {8, 26, 40} x {64, 128} in bf16 and fp32, where four warps made 3.6 spill in the backward (up
+    to 176 bytes per thread in fp32 at F = 26). Two pipeline stages only for 16-bit inputs, F' <= 32 and several
+    steps over D: a single step gains nothing from more (they only multiply shared memory), and at F' > 32 the
+    second stage's buffers made 3.6 spill. ``benchmarks/bench_interaction.py --sweep`` times alternatives.
     """
     block_f = _block_fields(num_sparse)
     wide = compute_dtype != torch.float32
-    block_d = max(16, min(triton.next_power_of_2(dim), 128 if wide and block_f <= 32 else 64))
+    block_d = max(16, min(triton.next_power_of_2(dim), 128 if wide and block_f <= 32 else 64 if wide or block_f <= 32
+                          else 32))
     block_b = max(1, min(16, (8192 if wide else 4096) // (block_f * block_d)))
-    num_warps = 8 if block_f >= 64 else 4
-    return LaunchConfig(block_b=block_b, block_d=block_d, num_warps=num_warps,
-                        num_stages=2 if wide and block_d < dim else 1)
+    return LaunchConfig(block_b=block_b, block_d=block_d, num_warps=8,
+                        num_stages=2 if wide and block_f <= 32 and block_d < dim else 1)
 
 
 def _precision(compute_dtype: torch.dtype) -> str:

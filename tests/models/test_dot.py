@@ -1,11 +1,18 @@
-"""`dot` against a naive per-sample Python reference of DLRM's interaction, on fresh random inputs."""
+"""`dot` against a naive per-sample Python reference of DLRM's interaction, on fresh random inputs; bit-identical to
+TorchRec's `InteractionArch` on CPU; takes the fused kernels whenever they apply (``kernel="auto"``)."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
+from torchrec.models.dlrm import InteractionArch
 
 from dlrm_scale.models.interactions import build_interaction
+
+# The module, not the function of the same name that `dlrm_scale.kernels` exports.
+dispatch = importlib.import_module("dlrm_scale.kernels.dot_interaction")
 
 
 def naive_dot(dense: torch.Tensor, sparse: torch.Tensor, *, self_interaction: bool, width: int) -> torch.Tensor:
@@ -49,7 +56,52 @@ def test_criteo_width() -> None:
     assert padded.output_dim == 480
 
 
-@pytest.mark.parametrize("params", [{"pad_to_multiple": 0}, {"self_interaction": "yes"}])
+@pytest.mark.parametrize("params", [{"pad_to_multiple": 0}, {"self_interaction": "yes"}, {"kernel": "cuda"}])
 def test_bad_options(params: dict) -> None:
     with pytest.raises(ValueError, match="interaction 'dot'"):
         build_interaction("dot", params, num_sparse_features=3, embedding_dim=4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cpu_is_bit_identical_to_torchrec_interaction_arch(dtype: torch.dtype) -> None:
+    """With the default ``kernel="auto"`` a CPU run takes the plain ops, exactly TorchRec's: same bits forward and
+    backward, so nothing changes for CPU users when the kernels are selected on CUDA."""
+    dot = build_interaction("dot", {}, num_sparse_features=26, embedding_dim=16)
+    theirs = InteractionArch(num_sparse_features=26)
+    generator = torch.Generator().manual_seed(7)
+    dense = torch.randn(9, 16, generator=generator).to(dtype)
+    sparse = torch.randn(9, 26, 16, generator=generator).to(dtype)
+    ours_in = (dense.clone().requires_grad_(), sparse.clone().requires_grad_())
+    theirs_in = (dense.clone().requires_grad_(), sparse.clone().requires_grad_())
+    ours_out, theirs_out = dot(*ours_in), theirs(*theirs_in)
+    assert torch.equal(ours_out, theirs_out)
+    upstream = torch.randn(ours_out.shape, generator=generator).to(dtype)
+    for got, want in zip(torch.autograd.grad(ours_out, ours_in, upstream),
+                         torch.autograd.grad(theirs_out, theirs_in, upstream)):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize(("kernel", "fused_applies", "expect_fused"), [
+    ("auto", True, True), ("auto", False, False), ("torch", True, False), ("triton", False, True),
+])
+def test_kernel_option_selects_the_implementation(monkeypatch: pytest.MonkeyPatch, kernel: str,
+                                                  fused_applies: bool, expect_fused: bool) -> None:
+    """``auto`` follows ``fused_supported`` (true on CUDA; forced here, the kernels run under Triton's interpreter
+    on these CPU tensors), ``torch`` never takes the kernels, ``triton`` always does; each gives the same values."""
+    calls = []
+    original = dispatch._fused_forward
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "_fused_forward", spy)
+    monkeypatch.setattr(dispatch, "fused_supported", lambda dense, sparse: fused_applies)
+    dot = build_interaction("dot", {"kernel": kernel, "pad_to_multiple": 8}, num_sparse_features=5,
+                            embedding_dim=12)
+    generator = torch.Generator().manual_seed(3)
+    dense, sparse = torch.randn(6, 12, generator=generator), torch.randn(6, 5, 12, generator=generator)
+    out = dot(dense, sparse)
+    assert bool(calls) == expect_fused
+    want = dispatch.reference_dot_interaction(dense, sparse, output_dim=dot.output_dim)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)

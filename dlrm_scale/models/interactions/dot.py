@@ -12,6 +12,13 @@ lower triangle, permuted), so weights of TorchRec's top MLP copy over unchanged.
 zero columns until the width is a multiple of 8, which keeps the top MLP's first GEMM aligned for tensor cores
 (NVIDIA's DLRM pads 479 -> 480 for Criteo); the zeros carry no signal and their weights get no gradient.
 
+``kernel`` picks the implementation (:func:`dlrm_scale.kernels.dot_interaction`): ``"auto"`` (default) runs the
+fused Triton kernels on CUDA tensors (fp32 / bf16 / fp16, Triton installed), which write only the kept pairs and
+never the Gram matrix, and the plain ops above everywhere else, so CPU results are bit-identical to TorchRec's
+``InteractionArch``; ``"torch"`` always runs the plain ops (the eager reference, and the way out should the
+kernels misbehave on some GPU: ``--set model.interaction.params.kernel=torch``); ``"triton"`` always runs the
+kernels (on CPU tensors only under ``TRITON_INTERPRET=1``).
+
 Example::
 
     dot = DotInteraction(num_sparse_features=26, embedding_dim=128)
@@ -22,10 +29,16 @@ Example::
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from dlrm_scale.kernels import dot_interaction
 from dlrm_scale.models.interactions import INTERACTIONS
-from dlrm_scale.models.interactions.base import Interaction, check_positive, stack_fields
+from dlrm_scale.models.interactions.base import Interaction, check_positive
+
+KERNELS = ("auto", "torch", "triton")
+
+# A leaf for FX: TorchRec's TrainPipelineSparseDist rewrites the model from a symbolic trace, and the dispatch
+# inside (device, dtype and shape checks) is Python control flow a trace cannot follow.
+torch.fx.wrap("dot_interaction")
 
 
 @INTERACTIONS.register("dot")
@@ -33,11 +46,15 @@ class DotInteraction(Interaction):
     """DLRM: the dense vector plus pairwise dot products of the F + 1 vectors (optionally self, padded)."""
 
     def __init__(self, *, num_sparse_features: int, embedding_dim: int, self_interaction: bool = False,
-                 pad_to_multiple: int = 1) -> None:
+                 pad_to_multiple: int = 1, kernel: str = "auto") -> None:
         super().__init__(num_sparse_features=num_sparse_features, embedding_dim=embedding_dim)
         if not isinstance(self_interaction, bool):
             raise ValueError(f"interaction 'dot': self_interaction must be true/false, got {self_interaction!r}")
         check_positive("dot", pad_to_multiple=pad_to_multiple)
+        if kernel not in KERNELS:
+            raise ValueError(f"interaction 'dot': kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
+        self.self_interaction = self_interaction
+        self.kernel = kernel
         num_fields = num_sparse_features + 1
         rows, cols = torch.triu_indices(num_fields, num_fields, offset=0 if self_interaction else 1)
         # Not persistent: derived from the sizes, so checkpoints stay free of it and meta-device builds work.
@@ -48,8 +65,5 @@ class DotInteraction(Interaction):
         self.padding = self.output_dim - unpadded
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-        fields = stack_fields(dense, sparse)  # (B, F', D)
-        gram = torch.bmm(fields, fields.transpose(1, 2))  # (B, F', F')
-        pairs = gram[:, self.pair_rows, self.pair_cols]  # (B, P)
-        out = torch.cat((dense, pairs), dim=1)
-        return F.pad(out, (0, self.padding)) if self.padding else out
+        return dot_interaction(dense, sparse, self_interaction=self.self_interaction, output_dim=self.output_dim,
+                               pair_rows=self.pair_rows, pair_cols=self.pair_cols, backend=self.kernel)

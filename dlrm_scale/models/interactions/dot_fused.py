@@ -1,11 +1,12 @@
-"""DLRM's dot interaction through the fused Triton kernels on CUDA (``dot``'s twin, same options and layout).
+"""DLRM's dot interaction, named for its fused Triton kernels: ``dot`` with ``kernel = "auto"`` fixed.
 
-Same constructor, ``output_dim`` and output as :class:`~dlrm_scale.models.interactions.dot.DotInteraction`:
-``dense (B, D)``, ``sparse (B, F, D)`` -> ``(B, D + P + pad)``, pairs in TorchRec's order. On CUDA (fp32 / bf16 /
-fp16, Triton installed) the forward writes only the P kept dot products next to the dense vector, never the
-``(B, F + 1, F + 1)`` Gram matrix, and the backward computes the input gradients straight from the output
-gradient (:mod:`dlrm_scale.kernels.dot_interaction`); elsewhere it runs ``dot``'s own ops, so CPU results are
-bit-identical. A separate name lets a config pick either and a benchmark time both.
+Same constructor (less ``kernel``), ``output_dim`` and output as
+:class:`~dlrm_scale.models.interactions.dot.DotInteraction`: ``dense (B, D)``, ``sparse (B, F, D)`` ->
+``(B, D + P + pad)``, pairs in TorchRec's order. On CUDA (fp32 / bf16 / fp16, Triton installed) the forward writes
+only the P kept dot products next to the dense vector, never the ``(B, F + 1, F + 1)`` Gram matrix, and the
+backward computes the input gradients straight from the output gradient (:mod:`dlrm_scale.kernels.dot_interaction`);
+elsewhere it runs ``dot``'s plain ops, so CPU results are bit-identical. ``dot`` makes the same choice by default;
+this name lets a config say so explicitly, whatever ``dot``'s default becomes, and a benchmark label it.
 
 Example::
 
@@ -16,15 +17,8 @@ Example::
 
 from __future__ import annotations
 
-import torch
-
-from dlrm_scale.kernels import dot_interaction
 from dlrm_scale.models.interactions import INTERACTIONS
 from dlrm_scale.models.interactions.dot import DotInteraction
-
-# A leaf for FX: TorchRec's TrainPipelineSparseDist rewrites the model from a symbolic trace, and the dispatch
-# inside (device, dtype and shape checks) is Python control flow a trace cannot follow.
-torch.fx.wrap("dot_interaction")
 
 
 @INTERACTIONS.register("dot_fused")
@@ -34,9 +28,4 @@ class DotFusedInteraction(DotInteraction):
     def __init__(self, *, num_sparse_features: int, embedding_dim: int, self_interaction: bool = False,
                  pad_to_multiple: int = 1) -> None:
         super().__init__(num_sparse_features=num_sparse_features, embedding_dim=embedding_dim,
-                         self_interaction=self_interaction, pad_to_multiple=pad_to_multiple)
-        self.self_interaction = self_interaction
-
-    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-        return dot_interaction(dense, sparse, self_interaction=self.self_interaction, output_dim=self.output_dim,
-                               pair_rows=self.pair_rows, pair_cols=self.pair_cols)
+                         self_interaction=self_interaction, pad_to_multiple=pad_to_multiple, kernel="auto")
