@@ -243,8 +243,9 @@ def _markdown(results: list[dict], meta: dict) -> str:
     best = max((r for r in results if r["loader"].startswith("ours")), key=lambda r: r["rows_per_s"])
     verdict = "met" if best["rows_per_s"] >= GOAL_ROWS_PER_S else "not met"
     lines += ["", f"Goal on the GPU node: {GOAL_ROWS_PER_S:,} rows/s on {GOAL_CORES} cores. Best here: "
-              f"{best['rows_per_s']:,.0f} rows/s ({best['ranks']} ranks x {best['workers']} threads, batch "
-              f"{best['batch_size']}, {best['device']}) on {meta['cpu_count']} cores: {verdict} on this machine."]
+              f"{best['rows_per_s']:,.0f} rows/s ({best['ranks']} process(es) x {best['workers']} thread(s), batch "
+              f"{best['batch_size']}, batches to {best['device']}) on {meta['cpu_count']} cores: {verdict} on this "
+              "machine."]
     return "\n".join(lines) + "\n"
 
 

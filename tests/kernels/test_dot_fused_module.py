@@ -1,8 +1,10 @@
 """`dot_fused`: registered, same width as `dot`, and on CPU (no Triton involved) bit-identical to `dot` in the
-forward and backward passes; float64 gradcheck through that fallback; clear errors for bad calls."""
+forward and backward passes; float64 gradcheck through that fallback; clear errors for bad calls; `dot`'s
+``kernel`` option picks the kernels or the plain ops."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -12,6 +14,9 @@ import torch
 
 from dlrm_scale.kernels import dot_interaction, fused_supported, reference_dot_interaction
 from dlrm_scale.models.interactions import INTERACTIONS, build_interaction, load_builtin
+
+# The module, not the function of the same name that `dlrm_scale.kernels` exports.
+dispatch = importlib.import_module("dlrm_scale.kernels.dot_interaction")
 
 
 @pytest.mark.parametrize(("features", "dim", "params"), [
@@ -83,3 +88,31 @@ def test_cpu_tensors_without_the_interpreter_are_a_clear_error() -> None:
             "except ValueError as error:\n    print(error)\n")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "the Triton kernels need CUDA tensors, or TRITON_INTERPRET=1" in result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(("kernel", "fused_applies", "expect_fused"), [
+    ("auto", True, True), ("auto", False, False), ("torch", True, False), ("triton", False, True),
+])
+def test_dot_kernel_option_selects_the_implementation(monkeypatch: pytest.MonkeyPatch, fused_device: torch.device,
+                                                      kernel: str, fused_applies: bool, expect_fused: bool) -> None:
+    """`dot`'s ``kernel``: ``auto`` follows ``fused_supported`` (true for CUDA tensors; forced here either way, so
+    without a GPU the kernels run under Triton's interpreter), ``torch`` never takes the kernels, ``triton`` always
+    does; each gives the reference's values."""
+    calls = []
+    original = dispatch._fused_forward
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "_fused_forward", spy)
+    monkeypatch.setattr(dispatch, "fused_supported", lambda dense, sparse: fused_applies)
+    dot = build_interaction("dot", {"kernel": kernel, "pad_to_multiple": 8}, num_sparse_features=5,
+                            embedding_dim=12)
+    generator = torch.Generator().manual_seed(3)
+    dense = torch.randn(6, 12, generator=generator).to(fused_device)
+    sparse = torch.randn(6, 5, 12, generator=generator).to(fused_device)
+    out = dot.to(fused_device)(dense, sparse)
+    assert bool(calls) == expect_fused
+    want = dispatch.reference_dot_interaction(dense, sparse, output_dim=dot.output_dim)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)

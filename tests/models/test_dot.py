@@ -1,18 +1,13 @@
 """`dot` against a naive per-sample Python reference of DLRM's interaction, on fresh random inputs; bit-identical to
-TorchRec's `InteractionArch` on CPU; takes the fused kernels whenever they apply (``kernel="auto"``)."""
+TorchRec's `InteractionArch` on CPU (its selection of the fused kernels is tested in tests/kernels)."""
 
 from __future__ import annotations
-
-import importlib
 
 import pytest
 import torch
 from torchrec.models.dlrm import InteractionArch
 
 from dlrm_scale.models.interactions import build_interaction
-
-# The module, not the function of the same name that `dlrm_scale.kernels` exports.
-dispatch = importlib.import_module("dlrm_scale.kernels.dot_interaction")
 
 
 def naive_dot(dense: torch.Tensor, sparse: torch.Tensor, *, self_interaction: bool, width: int) -> torch.Tensor:
@@ -79,29 +74,3 @@ def test_cpu_is_bit_identical_to_torchrec_interaction_arch(dtype: torch.dtype) -
     for got, want in zip(torch.autograd.grad(ours_out, ours_in, upstream),
                          torch.autograd.grad(theirs_out, theirs_in, upstream)):
         assert torch.equal(got, want)
-
-
-@pytest.mark.parametrize(("kernel", "fused_applies", "expect_fused"), [
-    ("auto", True, True), ("auto", False, False), ("torch", True, False), ("triton", False, True),
-])
-def test_kernel_option_selects_the_implementation(monkeypatch: pytest.MonkeyPatch, kernel: str,
-                                                  fused_applies: bool, expect_fused: bool) -> None:
-    """``auto`` follows ``fused_supported`` (true on CUDA; forced here, the kernels run under Triton's interpreter
-    on these CPU tensors), ``torch`` never takes the kernels, ``triton`` always does; each gives the same values."""
-    calls = []
-    original = dispatch._fused_forward
-
-    def spy(*args, **kwargs):
-        calls.append(args[0].shape)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(dispatch, "_fused_forward", spy)
-    monkeypatch.setattr(dispatch, "fused_supported", lambda dense, sparse: fused_applies)
-    dot = build_interaction("dot", {"kernel": kernel, "pad_to_multiple": 8}, num_sparse_features=5,
-                            embedding_dim=12)
-    generator = torch.Generator().manual_seed(3)
-    dense, sparse = torch.randn(6, 12, generator=generator), torch.randn(6, 5, 12, generator=generator)
-    out = dot(dense, sparse)
-    assert bool(calls) == expect_fused
-    want = dispatch.reference_dot_interaction(dense, sparse, output_dim=dot.output_dim)
-    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
