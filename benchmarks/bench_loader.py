@@ -208,14 +208,16 @@ def bench_ours_ranks(data_cfg: DataConfig, *, batch_size: int, workers: int, pre
             "cpu_s": sum(r["cpu_s"] for r in records), "open_s": max(r["open_s"] for r in records)}
 
 
-def bench_torchrec(npy_dir: Path, *, batch_size: int) -> dict:
+def bench_torchrec(npy_dir: Path, *, batch_size: int, hashes: list[int]) -> dict:
+    """``hashes``: the tables' sizes, as TorchRec's ``dlrm_main.py`` passes them (ids taken modulo them once, at
+    load; torchrec 1.6 requires them)."""
     from torchrec.datasets.criteo import InMemoryBinaryCriteoIterDataPipe
 
     start = time.perf_counter()
     pipe = InMemoryBinaryCriteoIterDataPipe(
         stage="train", dense_paths=[str(npy_dir / "day_0_dense.npy")], sparse_paths=[str(npy_dir / "day_0_sparse.npy")],
         labels_paths=[str(npy_dir / "day_0_labels.npy")], batch_size=batch_size, rank=0, world_size=1,
-        shuffle_batches=True)
+        shuffle_batches=True, hashes=hashes)
     open_s = time.perf_counter() - start
     count, rows, wall, cpu = _timed_pass(pipe)
     assert count == len(pipe)
@@ -287,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         for batch_size in batch_sizes:
             reference = None
             if not args.multi_hot:
-                bench_torchrec(Path(tmp) / "npy", batch_size=batch_size)  # burn-in: first np.load, page cache
-                reference = bench_torchrec(Path(tmp) / "npy", batch_size=batch_size)
+                hashes = list(Manifest.load(data_cfg.path).cardinalities)
+                bench_torchrec(Path(tmp) / "npy", batch_size=batch_size, hashes=hashes)  # burn-in: np.load, cache
+                reference = bench_torchrec(Path(tmp) / "npy", batch_size=batch_size, hashes=hashes)
                 results.append(reference)
             for num_ranks in ranks:
                 for count in workers:

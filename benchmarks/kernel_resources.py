@@ -5,8 +5,9 @@ bytes wide, are the tensor-core ``HMMA`` instructions there, any ``STL``/``LDL``
 Costs no GPU time: run it before a GPU session to reject launch configurations that spill or overflow shared
 memory (H100: 227 KB per block). Triton's bundled ``ptxas`` and ``cuobjdump`` do the work. Arguments are
 specialised as Triton's JIT does at launch (16-byte-aligned pointers, strides divisible by 16 where they are), so
-vector widths match a real launch. Written against Triton 3.9 (``triton.compiler.ASTSource``); the GPU machine's
-Triton may differ in details, so a real launch remains the judge.
+vector widths match a real launch. Runs under Triton 3.9 (the CPU venv) and 3.6 (the GPU machine's release:
+``STACK=gpu-machine bash scripts/install.sh`` then ``.venv-gpu-machine/bin/python benchmarks/kernel_resources.py``),
+whose register allocations differ; a real launch remains the judge.
 
 Example::
 
