@@ -7,7 +7,11 @@ order (``InteractionArch``: row-major over ``torch.triu_indices(F', F', offset=1
 
 Which implementation runs (``backend``):
 - ``"auto"``: the Triton kernels for CUDA tensors of dtype fp32 / bf16 / fp16 when Triton is installed, else the
-  reference. CPU inputs always take the reference, so results there are bit-identical to ``dot``'s.
+  reference. CPU inputs always take the reference, so results there are bit-identical to ``dot``'s. The first
+  fused call for each device, shape and dtype in a process checks itself (:func:`_self_check`): forward and
+  backward on up to 64 of the batch's rows against a float64 reference. Should a GPU or Triton release ever make
+  the kernels wrong there, a warning says so and the reference serves that case from then on: a fast path that
+  was never run on some machine can cost speed there, never a silently wrong model.
 - ``"torch"``: :func:`reference_dot_interaction` (``bmm`` + gather + ``cat`` + pad), differentiable by autograd.
 - ``"triton"``: the kernels, whatever the device: on CPU tensors this needs ``TRITON_INTERPRET=1`` set before the
   first fused call (the tests do this).
@@ -31,6 +35,7 @@ Example::
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from types import ModuleType
 from typing import Any, Literal
 
@@ -148,6 +153,64 @@ class DotInteractionFunction(torch.autograd.Function):
         return grad_dense, grad_sparse, None, None, None, None
 
 
+# Relative error (norm of the difference over the reference's norm, float64) the self-check accepts: full-precision
+# fp32 products; TF32, bf16 and fp16 round inputs or outputs to 8-11 mantissa bits. A wrong pair, row or sign gives
+# errors of order one.
+_CHECK_TOLERANCE = {"ieee": 1e-4, "low": 2e-2}
+_CHECK_ROWS = 64
+_checked: dict[tuple, bool] = {}
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    want = want.double()
+    difference = (got.double() - want).norm().item()
+    scale = want.norm().item()
+    return difference / scale if scale > 0 else difference
+
+
+def _self_check(dense: torch.Tensor, sparse: torch.Tensor, self_interaction: bool, output_dim: int,
+                compute_dtype: torch.dtype, out_dtype: torch.dtype) -> str | None:
+    """Runs the fused forward and backward on up to ``_CHECK_ROWS`` rows of this call's inputs and compares them
+    with the float64 reference; returns what differs (None when all agree within ``_CHECK_TOLERANCE``)."""
+    rows = min(_CHECK_ROWS, dense.shape[0])
+    with torch.no_grad():
+        dense_part = dense[:rows].detach().clone()
+        sparse_part = sparse[:rows].detach().clone()
+    generator = torch.Generator().manual_seed(0)
+    upstream = torch.randn((rows, output_dim), generator=generator, dtype=torch.float64)
+    with torch.enable_grad():
+        inputs = (dense_part.requires_grad_(), sparse_part.requires_grad_())
+        got = DotInteractionFunction.apply(*inputs, self_interaction, output_dim, compute_dtype, out_dtype)
+        got_grads = torch.autograd.grad(got, inputs, upstream.to(got.device, got.dtype))
+        exact = tuple(part.detach().double().cpu().requires_grad_() for part in inputs)
+        want = reference_dot_interaction(*exact, self_interaction=self_interaction, output_dim=output_dim)
+        want_grads = torch.autograd.grad(want, exact, upstream)
+    precision = "ieee" if compute_dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 else "low"
+    tolerance = _CHECK_TOLERANCE[precision]
+    for name, value, reference in (("output", got, want), ("d dense", got_grads[0], want_grads[0]),
+                                   ("d sparse", got_grads[1], want_grads[1])):
+        error = _relative_error(value.detach().cpu(), reference)
+        if not error < tolerance:  # also catches NaN
+            return f"{name}: relative error {error:.2e} > {tolerance:.0e}"
+    return None
+
+
+def _fused_checked(dense: torch.Tensor, sparse: torch.Tensor, self_interaction: bool, output_dim: int,
+                   compute_dtype: torch.dtype, out_dtype: torch.dtype) -> bool:
+    """Whether the kernels passed their self-check for this case (run once per process and case)."""
+    key = (str(dense.device), tuple(sparse.shape[1:]), dense.dtype, sparse.dtype, self_interaction, output_dim,
+           compute_dtype, out_dtype, bool(torch.backends.cuda.matmul.allow_tf32))
+    if key not in _checked:
+        problem = _self_check(dense, sparse, self_interaction, output_dim, compute_dtype, out_dtype)
+        _checked[key] = problem is None
+        if problem:
+            warnings.warn(f"dot interaction: the fused Triton kernels disagree with the reference on {dense.device} "
+                          f"(F={sparse.shape[1]}, D={sparse.shape[2]}, {dense.dtype}/{sparse.dtype}, compute "
+                          f"{compute_dtype}): {problem}. Using the plain PyTorch ops for this case; please report "
+                          f"it with your GPU, torch and Triton versions.", RuntimeWarning, stacklevel=3)
+    return _checked[key]
+
+
 def fused_supported(dense: torch.Tensor, sparse: torch.Tensor) -> bool:
     """Whether ``backend="auto"`` takes the Triton kernels for these inputs."""
     return TRITON_INSTALLED and dense.is_cuda and sparse.is_cuda and dense.dtype in _FUSED_DTYPES \
@@ -175,4 +238,9 @@ def dot_interaction(dense: torch.Tensor, sparse: torch.Tensor, *, self_interacti
     if not TRITON_INSTALLED:
         raise RuntimeError("dot interaction: backend='triton' needs the `triton` package")
     compute_dtype, out_dtype = _dtypes(dense, sparse)
+    # The self-check runs eagerly; a compiled graph uses the kernels as the eager calls before it found them.
+    if backend == "auto" and dense.shape[0] > 0 and not torch.compiler.is_compiling() \
+            and not _fused_checked(dense, sparse, self_interaction, output_dim, compute_dtype, out_dtype):
+        return reference_dot_interaction(dense, sparse, self_interaction=self_interaction, output_dim=output_dim,
+                                          pair_rows=pair_rows, pair_cols=pair_cols)
     return DotInteractionFunction.apply(dense, sparse, self_interaction, output_dim, compute_dtype, out_dtype)

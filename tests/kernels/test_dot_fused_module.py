@@ -8,6 +8,7 @@ import importlib
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -107,6 +108,7 @@ def test_dot_kernel_option_selects_the_implementation(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(dispatch, "_fused_forward", spy)
     monkeypatch.setattr(dispatch, "fused_supported", lambda dense, sparse: fused_applies)
+    monkeypatch.setattr(dispatch, "_checked", {})
     dot = build_interaction("dot", {"kernel": kernel, "pad_to_multiple": 8}, num_sparse_features=5,
                             embedding_dim=12)
     generator = torch.Generator().manual_seed(3)
@@ -116,3 +118,69 @@ def test_dot_kernel_option_selects_the_implementation(monkeypatch: pytest.Monkey
     assert bool(calls) == expect_fused
     want = dispatch.reference_dot_interaction(dense, sparse, output_dim=dot.output_dim)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+
+
+def _forced_auto(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """`auto` takes the kernels for any tensors (so they run under the interpreter without a GPU), with a fresh
+    self-check cache; returns the list the self-check appends its verdicts to."""
+    verdicts: list[str] = []
+    check = dispatch._self_check
+
+    def counted(*args, **kwargs):
+        verdicts.append(str(check(*args, **kwargs)))
+        return None if verdicts[-1] == "None" else verdicts[-1]
+
+    monkeypatch.setattr(dispatch, "fused_supported", lambda dense, sparse: True)
+    monkeypatch.setattr(dispatch, "_checked", {})
+    monkeypatch.setattr(dispatch, "_self_check", counted)
+    return verdicts
+
+
+def _inputs(device: torch.device, batch: int = 70) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(11)
+    return (torch.randn(batch, 12, generator=generator).to(device),
+            torch.randn(batch, 5, 12, generator=generator).to(device))
+
+
+def test_auto_checks_the_kernels_once_per_case_then_uses_them(monkeypatch: pytest.MonkeyPatch,
+                                                              fused_device: torch.device) -> None:
+    verdicts = _forced_auto(monkeypatch)
+    dense, sparse = _inputs(fused_device)
+    first = dot_interaction(dense, sparse)
+    second = dot_interaction(dense, sparse)
+    assert verdicts == ["None"]  # checked once, passed
+    dot_interaction(dense[:, :8].contiguous(), sparse[:, :, :8].contiguous())  # another D: another check
+    assert verdicts == ["None", "None"]
+    want = reference_dot_interaction(dense, sparse)
+    torch.testing.assert_close(first, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize(("broken", "named"), [("_fused_forward", "output"), ("_fused_backward", "d dense")])
+def test_auto_falls_back_to_the_reference_when_the_kernels_disagree(monkeypatch: pytest.MonkeyPatch,
+                                                                    fused_device: torch.device, broken: str,
+                                                                    named: str) -> None:
+    """A kernel that computes wrong values on some machine (simulated: doubled results) is caught by the first
+    call's self-check, forward or backward; that call and every later one return the reference, with one warning."""
+    verdicts = _forced_auto(monkeypatch)
+    original = getattr(dispatch, broken)
+
+    def doubled(*args, **kwargs):
+        result = original(*args, **kwargs)
+        if isinstance(result, tuple):
+            return tuple(part * 2 for part in result)
+        return result * 2
+
+    monkeypatch.setattr(dispatch, broken, doubled)
+    dense, sparse = _inputs(fused_device)
+    want = reference_dot_interaction(dense, sparse)
+    with pytest.warns(RuntimeWarning, match=f"disagree with the reference.*{named}"):
+        first = dot_interaction(dense, sparse)
+    assert torch.equal(first, want)
+    assert len(verdicts) == 1 and named in verdicts[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(dot_interaction(dense, sparse), want)  # no second check, no second warning
+    assert len(verdicts) == 1
+    if broken == "_fused_forward":  # an explicit backend="triton" is never second-guessed (benchmarks time it)
+        torch.testing.assert_close(dot_interaction(dense, sparse, backend="triton"), want * 2)
