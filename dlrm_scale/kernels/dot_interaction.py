@@ -173,13 +173,11 @@ def _self_check(dense: torch.Tensor, sparse: torch.Tensor, self_interaction: boo
     """Runs the fused forward and backward on up to ``_CHECK_ROWS`` rows of this call's inputs and compares them
     with the float64 reference; returns what differs (None when all agree within ``_CHECK_TOLERANCE``)."""
     rows = min(_CHECK_ROWS, dense.shape[0])
-    with torch.no_grad():
-        dense_part = dense[:rows].detach().clone()
-        sparse_part = sparse[:rows].detach().clone()
     generator = torch.Generator().manual_seed(0)
     upstream = torch.randn((rows, output_dim), generator=generator, dtype=torch.float64)
-    with torch.enable_grad():
-        inputs = (dense_part.requires_grad_(), sparse_part.requires_grad_())
+    # Gradients are needed whatever the caller's mode: evaluation under no_grad or inference_mode too.
+    with torch.inference_mode(False), torch.enable_grad():
+        inputs = (dense[:rows].detach().clone().requires_grad_(), sparse[:rows].detach().clone().requires_grad_())
         got = DotInteractionFunction.apply(*inputs, self_interaction, output_dim, compute_dtype, out_dtype)
         got_grads = torch.autograd.grad(got, inputs, upstream.to(got.device, got.dtype))
         exact = tuple(part.detach().double().cpu().requires_grad_() for part in inputs)
@@ -238,7 +236,8 @@ def dot_interaction(dense: torch.Tensor, sparse: torch.Tensor, *, self_interacti
     if not TRITON_INSTALLED:
         raise RuntimeError("dot interaction: backend='triton' needs the `triton` package")
     compute_dtype, out_dtype = _dtypes(dense, sparse)
-    # The self-check runs eagerly; a compiled graph uses the kernels as the eager calls before it found them.
+    # Checked in eager calls only: under torch.compile the check (Python on real values) cannot run, and the
+    # graph calls the kernels.
     if backend == "auto" and dense.shape[0] > 0 and not torch.compiler.is_compiling() \
             and not _fused_checked(dense, sparse, self_interaction, output_dim, compute_dtype, out_dtype):
         return reference_dot_interaction(dense, sparse, self_interaction=self_interaction, output_dim=output_dim,

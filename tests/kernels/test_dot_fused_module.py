@@ -184,3 +184,16 @@ def test_auto_falls_back_to_the_reference_when_the_kernels_disagree(monkeypatch:
     assert len(verdicts) == 1
     if broken == "_fused_forward":  # an explicit backend="triton" is never second-guessed (benchmarks time it)
         torch.testing.assert_close(dot_interaction(dense, sparse, backend="triton"), want * 2)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_self_check_runs_under_evaluation_modes(monkeypatch: pytest.MonkeyPatch, fused_device: torch.device,
+                                                mode: str) -> None:
+    """Evaluation calls the interaction without autograd; the first call's check still needs gradients."""
+    verdicts = _forced_auto(monkeypatch)
+    context = torch.no_grad() if mode == "no_grad" else torch.inference_mode()
+    with context:
+        dense, sparse = _inputs(fused_device)
+        out = dot_interaction(dense, sparse)
+    assert verdicts == ["None"]
+    torch.testing.assert_close(out, reference_dot_interaction(dense, sparse), rtol=1e-5, atol=1e-5)
