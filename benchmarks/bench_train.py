@@ -257,6 +257,7 @@ def measure(preset: str, implementation: str, args: argparse.Namespace, env: Dis
         "default_kernel": cfg.sharding.default_kernel, "scale_tables": args.scale_tables,
         "cardinalities_sum": sum(cfg.data.cardinalities), "multi_hot": bool(cfg.data.multi_hot_sizes),
         "embedding_dim": cfg.model.embedding_dim, "steps": args.steps, "warmup": args.warmup,
+        "compiled_mlps": implementation == "ours" and cfg.train.compile,
         "median_ms": median_ms, "min_ms": min(times), "max_ms": max(times),
         "samples_per_s_per_rank": cfg.train.batch_size / (median_ms * 1e-3), "ratio_to_reference": None,
     }

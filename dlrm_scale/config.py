@@ -147,7 +147,9 @@ class OptimizerConfig:
 @dataclass(kw_only=True)
 class TrainConfig:
     """The loop. ``batch_size`` is per rank (TorchRec's convention); the global batch is it times world size.
-    ``max_steps`` > 0 stops early; ``eval_every_steps`` > 0 evaluates periodically as well as at the end."""
+    ``max_steps`` > 0 stops early; ``eval_every_steps`` > 0 evaluates periodically as well as at the end.
+    ``compile`` runs the bottom and top MLPs through ``torch.compile`` (``compile_backend``; in place, so parameter
+    names and checkpoints do not change); the interaction and the embedding lookups stay eager."""
 
     batch_size: int = 2048
     eval_batch_size: int = 0
@@ -159,6 +161,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     pipeline: bool = True
     bf16: bool = False
+    compile: bool = False
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
     out_dir: str = "runs/default"
     checkpoint_every_steps: int = 0
     keep_checkpoints: int = 2

@@ -121,3 +121,15 @@ def build_dlrm(model_cfg: ModelConfig, cardinalities: list[int], *, num_dense: i
     )
     # Dense parts are built on the CPU; on a real device everything moves there (the EBC is already on it).
     return model if device.type in ("meta", "cpu") else model.to(device)
+
+
+def compile_dense(model: DLRM, *, backend: str = "inductor") -> None:
+    """Compiles the bottom and top MLPs in place (``nn.Module.compile``: the modules, their parameter names and so
+    checkpoints stay as they are; compilation happens on the first call, on whatever device the model is then).
+
+    The MLPs are where compilation pays: it fuses each layer's bias and activation into the matmul's neighbours.
+    The interaction stays eager: ``dot``'s is already one fused kernel per pass, and its first call checks that
+    kernel against a reference, which needs eager execution. The embedding lookups are TorchRec's fused kernels.
+    """
+    for module in (model.bottom_mlp, model.top_mlp):
+        module.compile(backend=backend)

@@ -82,12 +82,14 @@ def build_sharded_model(cfg: Config, env: DistEnv):
     start from the same random numbers.
     """
     from dlrm_scale.data.loader import table_sizes
-    from dlrm_scale.models.dlrm import build_dlrm
+    from dlrm_scale.models.dlrm import build_dlrm, compile_dense
     from dlrm_scale.sharding.planner import shard_model
     from dlrm_scale.train.model_with_loss import ModelWithLoss
 
     seed_everything(cfg.train.seed)
     dlrm = build_dlrm(cfg.model, table_sizes(cfg.data), num_dense=cfg.data.num_dense, device="meta")
+    if cfg.train.compile:
+        compile_dense(dlrm, backend=cfg.train.compile_backend)
     model = ModelWithLoss(dlrm, bf16=cfg.train.bf16, device_type=env.device.type)
     seed_everything(cfg.train.seed + env.rank)
     return shard_model(model, cfg, device=env.device)

@@ -161,6 +161,19 @@ def test_resume_continues_the_same_loss_curve(reference: Path, tmp_path: Path) -
         assert torch.equal(resumed[name], value), name
 
 
+def test_compiled_mlps_train_like_eager(reference: Path, tmp_path: Path) -> None:
+    """``train.compile`` (aot_eager here: the same graphs as inductor's, without its C++ build) through TorchRec's
+    pipeline on 2 ranks: the eager run's loss at every step, and checkpoints with the same tensor names."""
+    out = tmp_path / "compiled"
+    run_torchrun(["-m", "dlrm_scale.cli", "train",
+                  *config_args(out, "train.compile=true", "train.compile_backend=aot_eager")])
+    compiled, eager = losses_by_step(out), losses_by_step(reference)
+    assert compiled.keys() == eager.keys() == set(range(1, STEPS + 1))
+    for step, loss in eager.items():
+        assert abs(compiled[step] - loss) <= 1e-5 * max(1.0, abs(loss)), (step, compiled[step], loss)
+    assert final_checkpoint(out, tmp_path).keys() == final_checkpoint(reference, tmp_path).keys()
+
+
 def test_sigkilled_rank_restarts_and_resumes_from_checkpoint(reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHON": sys.executable, "MASTER_PORT": str(free_port()), "NPROC_PER_NODE": "2",
