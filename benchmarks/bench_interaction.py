@@ -381,14 +381,16 @@ def plot(records: list[Record], path: Path) -> str:
         return "nothing to plot"
     figure, axes = plt.subplots(len(benchmarks), len(dtypes), figsize=(6 * len(dtypes), 4 * len(benchmarks)),
                                 squeeze=False)
+    names = list(dict.fromkeys(r.implementation for r in shown))
+    colors = plt.get_cmap("tab20").colors  # one colour per implementation: the 10 of the default cycle repeat
     for row, benchmark in enumerate(benchmarks):
         for col, dtype_name in enumerate(dtypes):
             axis = axes[row][col]
-            for name in dict.fromkeys(r.implementation for r in shown):
+            for index, name in enumerate(names):
                 points = sorted((r.batch, r.median_ms) for r in shown
                                 if (r.benchmark, r.dtype, r.implementation) == (benchmark, dtype_name, name))
                 if points:
-                    axis.plot(*zip(*points), marker="o", label=name,
+                    axis.plot(*zip(*points), marker="o", label=name, color=colors[index % len(colors)],
                               linewidth=2.5 if name in ("dot_fused", REFERENCE) else 1)
             axis.set(xscale="log", yscale="log", xlabel="batch B", ylabel="median ms",
                      title=f"{benchmark.removeprefix('interaction_')} {dtype_name}, F={features}, D={dim}")

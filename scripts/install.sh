@@ -35,7 +35,7 @@ if [ "${INSTALL_GPU:-0}" = 1 ]; then
 else
   "${pip[@]}" "torch==$TORCH" "fbgemm-gpu-cpu==$FBGEMM" "triton==$TRITON"
 fi
-"${pip[@]}" -e ".[test,tensorboard]" "${extra[@]}"
+"${pip[@]}" -e ".[test,tensorboard,bench]" "${extra[@]}"
 "${pip[@]}" --no-deps "torchrec==$TORCHREC"
 "$VENV/bin/python" -c "import torchrec, fbgemm_gpu, dlrm_scale; print('dlrm_scale installed: torchrec', torchrec.__version__ if hasattr(torchrec, '__version__') else '?')" 2>&1 | grep -v -i warn || true
 echo "$stamp" > "$VENV/.dlrm_scale_installed"

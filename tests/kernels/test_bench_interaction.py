@@ -1,10 +1,13 @@
 """The interaction benchmark runs end to end on the CPU at a tiny size and writes one JSON record per
-measurement (ratios against the bmm reference of the same run, minimum bytes, errors) plus a Markdown table."""
+measurement (ratios against the bmm reference of the same run, minimum bytes, errors) plus a Markdown table and,
+with matplotlib installed (the `bench` extra, which scripts/install.sh installs), a PNG plot."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import pytest
 
 from benchmarks.bench_interaction import main
 
@@ -27,3 +30,6 @@ def test_cpu_run_writes_records(tmp_path: Path) -> None:
     assert all(r["relative_error"] < 1e-6 for r in records if r["implementation"] != "cat")
     assert [r["ratio_to_reference"] for r in records if r["implementation"] == "bmm_reference"] == [1.0] * 4
     assert "| dot |" in (tmp_path / "interaction_t.md").read_text()
+    pytest.importorskip("matplotlib")
+    png = (tmp_path / "interaction_t.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000  # a real figure, not an empty canvas
