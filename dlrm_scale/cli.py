@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("dlrm_scale.sharding.cli", "show where TorchRec's planner puts each table, without any GPU"),
     "train": ("dlrm_scale.train.cli", "train a model (launch with torchrun/torchx for several ranks)"),
     "eval": ("dlrm_scale.train.eval_cli", "evaluate a checkpoint: AUC, logloss, NE, accuracy"),
+    "config": ("dlrm_scale.config_cli", "print the resolved run configuration (every key and value) as TOML"),
 }
 DATASET_LEVEL = {"synth": ["criteo"], "prep": ["criteo"]}
 
@@ -88,8 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command. A user error (a bad config value, data that does not match the config, an unknown
+    interaction: the project's own ValueError / KeyError subclasses) is one line on stderr and exit status 2;
+    anything else keeps its traceback."""
     args = build_parser().parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, KeyError) as exc:
+        if type(exc).__module__.partition(".")[0] not in ("dlrm_scale", "data_prep"):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"dlrm-scale {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -62,3 +63,24 @@ def test_list_interactions_and_presets(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["list", "interactions"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert {"dot", "cat", "dcnv2", "projection", "fm", "cin", "autoint", "gmf", "wide_deep"} <= set(names)
+
+
+def test_config_prints_the_resolved_config(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    assert main(["config", "--config", "tiny_cpu", "--set", "train.compile=true"]) == 0
+    document = tomllib.loads(capsys.readouterr().out)
+    assert document["train"]["compile"] is True and document["model"]["embedding_dim"] == 16
+    out = tmp_path / "run.toml"
+    assert main(["config", "--config", "tiny_cpu", "--set", "train.epochs=3", "--out", str(out)]) == 0
+    assert tomllib.loads(out.read_text())["train"]["epochs"] == 3
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["config", "--set", "train.batch_size=abc"], "train.batch_size: expected an integer"),
+    (["config", "--config", "no_such_preset"], "no_such_preset"),
+    (["config", "--set", "model.top_mlp=[8, 2]"], "model.top_mlp must end in 1"),
+])
+def test_bad_config_is_one_line_and_status_2(argv: list[str], message: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dlrm-scale config: error: ") and message in err and "Traceback" not in err
