@@ -133,21 +133,22 @@ def encode(parsed: ParsedBlock, cfg: PrepConfig, labeled: bool) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=OUTPUT_SCHEMA)
 
 
-def input_bytes(source: InputFile, chunk: Chunk) -> int:
-    """Bytes of input a chunk task reads (progress and scheduling): the whole file for a gzip stream."""
-    return source.size if chunk.end < 0 else chunk.nbytes
-
-
 @dataclass(kw_only=True, frozen=True)
-class LineCountTask:
-    """Counts a chunk's lines (files whose held-out part is cut by line number)."""
+class ChunkTask:
+    """A task that reads one chunk of one input file."""
 
     source: InputFile
     chunk: Chunk
 
     @property
     def nbytes(self) -> int:
-        return input_bytes(self.source, self.chunk)
+        """Bytes of input it reads (progress and scheduling): the whole file for a gzip stream."""
+        return self.source.size if self.chunk.end < 0 else self.chunk.nbytes
+
+
+@dataclass(kw_only=True, frozen=True)
+class LineCountTask(ChunkTask):
+    """Counts a chunk's lines (files whose held-out part is cut by line number)."""
 
     def result(self, state: State) -> Path:
         return state.lines(self.chunk.id)
@@ -159,15 +160,8 @@ class LineCountTask:
 
 
 @dataclass(kw_only=True, frozen=True)
-class CountTask:
+class CountTask(ChunkTask):
     """Vocab pass 1: value counts of every categorical column of a chunk (and its line count)."""
-
-    source: InputFile
-    chunk: Chunk
-
-    @property
-    def nbytes(self) -> int:
-        return input_bytes(self.source, self.chunk)
 
     def result(self, state: State) -> Path:
         return state.counts_lines(self.chunk.id)
@@ -232,20 +226,14 @@ class HashTask:
 
 
 @dataclass(kw_only=True, frozen=True)
-class ConvertTask:
+class ConvertTask(ChunkTask):
     """Pass 2: a chunk's lines -> Parquet shards of the splits its routing names.
 
     ``first_line`` is the chunk's first data line within its file (0-based) when known; ``routing`` is the
     file's (see :mod:`data_prep.splits`)."""
 
-    source: InputFile
-    chunk: Chunk
     first_line: int | None
     routing: Routing
-
-    @property
-    def nbytes(self) -> int:
-        return input_bytes(self.source, self.chunk)
 
     def result(self, state: State) -> Path:
         return state.converted(self.chunk.id)
