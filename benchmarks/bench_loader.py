@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import multiprocessing as mp
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -47,7 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from benchmarks.report import cpu_model, write_results
+from benchmarks.report import machine_meta, write_results
 from dlrm_scale.config import DataConfig, dense_feature_names, load_config, sparse_feature_names
 from dlrm_scale.data import plan
 from dlrm_scale.data.columns import Columns
@@ -277,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
 
+    machine = machine_meta()  # before the runs: its load average is the one at the start
     with tempfile.TemporaryDirectory(dir=args.data_dir or None) as tmp:
         start = time.perf_counter()
         data_cfg = write_data(Path(tmp), rows=args.rows, shard_rows=args.shard_rows,
@@ -285,11 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.rows:,} rows in {time.perf_counter() - start:.1f} s")
         bench_ours(data_cfg, batch_size=batch_sizes[0], workers=workers[-1], prefetch=args.prefetch,
                    device=args.device)  # burn-in
+        hashes = list(Manifest.load(data_cfg.path).cardinalities)
         results = []
         for batch_size in batch_sizes:
             reference = None
             if not args.multi_hot:
-                hashes = list(Manifest.load(data_cfg.path).cardinalities)
                 bench_torchrec(Path(tmp) / "npy", batch_size=batch_size, hashes=hashes)  # burn-in: np.load, cache
                 reference = bench_torchrec(Path(tmp) / "npy", batch_size=batch_size, hashes=hashes)
                 results.append(reference)
@@ -307,11 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         r["rows_per_s"] = r["rows"] / r["wall_s"]
         r["rows_per_cpu_s"] = r["rows"] / r["cpu_s"]
     meta = {
-        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "host": socket.gethostname(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        **machine,
         "rows": args.rows,
         "row_group_rows": args.row_group_rows,
         "compression": args.compression,

@@ -27,18 +27,15 @@ Example::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.report import cpu_model, write_results
+from benchmarks.report import machine_meta, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -206,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if scratch_parent:
         scratch_parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "host": socket.gethostname(), "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(), "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        **machine_meta(),
         "sizes_mb": args.sizes_mb, "max_ind_range": args.max_ind_range, "max_vocab": args.max_vocab,
         "torchrec_max_mb": args.torchrec_max_mb, "chunk_bytes": args.chunk_bytes, "base_mb": args.base_mb, "python": sys.version.split()[0],
     }

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
+import socket
 from pathlib import Path
 
 
@@ -16,6 +18,13 @@ def cpu_model() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return "unknown CPU"
+
+
+def machine_meta() -> dict:
+    """When and where a run happens: date, host, CPU model and count, and the load average, read now (call it
+    before measuring: results tables print it as the load at the start)."""
+    return {"date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "host": socket.gethostname(), "cpu": cpu_model(),
+            "cpu_count": os.cpu_count(), "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg())}
 
 
 def write_results(out: str | Path, prefix: str, meta: dict, results: list[dict], markdown: str) -> Path:
