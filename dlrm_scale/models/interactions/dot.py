@@ -60,9 +60,7 @@ class DotInteraction(Interaction):
         # Not persistent: derived from the sizes, so checkpoints stay free of it and meta-device builds work.
         self.register_buffer("pair_rows", rows, persistent=False)
         self.register_buffer("pair_cols", cols, persistent=False)
-        unpadded = embedding_dim + rows.numel()
-        self.output_dim = -(-unpadded // pad_to_multiple) * pad_to_multiple
-        self.padding = self.output_dim - unpadded
+        self.output_dim = -(-(embedding_dim + rows.numel()) // pad_to_multiple) * pad_to_multiple
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         return dot_interaction(dense, sparse, self_interaction=self.self_interaction, output_dim=self.output_dim,
