@@ -11,20 +11,10 @@
 # fused-kernel tests on CPUs, fails on numpy 2.4 (`int()` of a 1-element array); compiled kernels are unaffected.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-STACK=${STACK:-cpu}
-case "$STACK" in
-  cpu)
-    VENV=${VENV:-.venv}; TORCH=${TORCH_VERSION:-2.13.0}; FBGEMM=${FBGEMM_VERSION:-1.8.0}
-    TORCHREC=${TORCHREC_VERSION:-1.8.0}; TRITON=${TRITON_VERSION:-3.9.0}; extra=() ;;
-  gpu-machine)
-    VENV=${VENV:-.venv-gpu-machine}; TORCH=${TORCH_VERSION:-2.11.0}; FBGEMM=${FBGEMM_VERSION:-1.6.0}
-    TORCHREC=${TORCHREC_VERSION:-1.6.1}; TRITON=${TRITON_VERSION:-3.6.0}
-    extra=("numpy<2.4" "tensordict==0.11.0" "torchx==0.7.0") ;;
-  *) echo "install.sh: STACK must be 'cpu' or 'gpu-machine', got '$STACK'" >&2; exit 2 ;;
-esac
+source scripts/stack.sh
 PY=${PYTHON:-python3}
 # The marker records what was installed; a change to the dependencies or this script reinstalls.
-stamp=$(cat pyproject.toml "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)-$STACK-${INSTALL_GPU:-0}-$TORCH-$FBGEMM-$TORCHREC
+stamp=$(cat pyproject.toml "${BASH_SOURCE[0]}" scripts/stack.sh | sha256sum | cut -c1-16)-$STACK-${INSTALL_GPU:-0}-$TORCH-$FBGEMM-$TORCHREC
 if [ "$(cat "$VENV/.dlrm_scale_installed" 2>/dev/null)" = "$stamp" ] && "$VENV/bin/python" -c "import torchrec, dlrm_scale" 2>/dev/null; then
   exit 0
 fi

@@ -4,8 +4,7 @@
 # STACK=gpu-machine runs it on the releases the lent GPU machine has (torch 2.11, torchrec 1.6.1; see install.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-if [ "${STACK:-cpu}" = gpu-machine ]; then VENV=${VENV:-.venv-gpu-machine}; else VENV=${VENV:-.venv}; fi
-export VENV
+source scripts/stack.sh
 bash scripts/install.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 exec "$VENV/bin/python" -m pytest "$@"
