@@ -107,8 +107,7 @@ def test_dot_kernel_option_selects_the_implementation(monkeypatch: pytest.Monkey
         return original(*args, **kwargs)
 
     monkeypatch.setattr(dispatch, "_fused_forward", spy)
-    monkeypatch.setattr(dispatch, "fused_supported", lambda dense, sparse: fused_applies)
-    monkeypatch.setattr(dispatch, "_checked", {})
+    _forced_auto(monkeypatch, applies=fused_applies)
     dot = build_interaction("dot", {"kernel": kernel, "pad_to_multiple": 8}, num_sparse_features=5,
                             embedding_dim=12)
     generator = torch.Generator().manual_seed(3)
@@ -120,17 +119,17 @@ def test_dot_kernel_option_selects_the_implementation(monkeypatch: pytest.Monkey
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
 
 
-def _forced_auto(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """`auto` takes the kernels for any tensors (so they run under the interpreter without a GPU), with a fresh
-    self-check cache; returns the list the self-check appends its verdicts to."""
-    verdicts: list[str] = []
+def _forced_auto(monkeypatch: pytest.MonkeyPatch, *, applies: bool = True) -> list[str | None]:
+    """``fused_supported`` answers ``applies`` for any tensors (so without a GPU the kernels run under the
+    interpreter), with a fresh self-check cache; returns the list the self-check appends its verdicts to."""
+    verdicts: list[str | None] = []
     check = dispatch._self_check
 
     def counted(*args, **kwargs):
-        verdicts.append(str(check(*args, **kwargs)))
-        return None if verdicts[-1] == "None" else verdicts[-1]
+        verdicts.append(check(*args, **kwargs))
+        return verdicts[-1]
 
-    monkeypatch.setattr(dispatch, "fused_supported", lambda dense, sparse: True)
+    monkeypatch.setattr(dispatch, "fused_supported", lambda dense, sparse: applies)
     monkeypatch.setattr(dispatch, "_checked", {})
     monkeypatch.setattr(dispatch, "_self_check", counted)
     return verdicts
@@ -148,9 +147,9 @@ def test_auto_checks_the_kernels_once_per_case_then_uses_them(monkeypatch: pytes
     dense, sparse = _inputs(fused_device)
     first = dot_interaction(dense, sparse)
     second = dot_interaction(dense, sparse)
-    assert verdicts == ["None"]  # checked once, passed
+    assert verdicts == [None]  # checked once, passed
     dot_interaction(dense[:, :8].contiguous(), sparse[:, :, :8].contiguous())  # another D: another check
-    assert verdicts == ["None", "None"]
+    assert verdicts == [None, None]
     want = reference_dot_interaction(dense, sparse)
     torch.testing.assert_close(first, want, rtol=1e-5, atol=1e-5)
     assert torch.equal(first, second)
@@ -195,5 +194,5 @@ def test_self_check_runs_under_evaluation_modes(monkeypatch: pytest.MonkeyPatch,
     with context:
         dense, sparse = _inputs(fused_device)
         out = dot_interaction(dense, sparse)
-    assert verdicts == ["None"]
+    assert verdicts == [None]
     torch.testing.assert_close(out, reference_dot_interaction(dense, sparse), rtol=1e-5, atol=1e-5)
