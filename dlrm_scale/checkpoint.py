@@ -72,8 +72,9 @@ class Checkpointer:
     def _rank(self) -> int:
         return dist.get_rank(self.group)
 
-    def save(self, step: int, state: dict[str, Any]) -> Path:
-        """Writes ``state`` as the checkpoint of ``step`` and returns its directory."""
+    def save(self, step: int, state: dict[str, Any], *, attachments: dict[str, bytes] | None = None) -> Path:
+        """Writes ``state`` as the checkpoint of ``step`` and returns its directory. ``attachments`` are small
+        files (e.g. the run's ``config.toml``) that rank 0 writes into the checkpoint beside the DCP files."""
         final = self.directory / checkpoint_name(step)
         staging = final.with_name(final.name + ".tmp")
         if self._rank() == 0:
@@ -84,6 +85,8 @@ class Checkpointer:
         dcp.save(state, checkpoint_id=str(staging), process_group=self.group)
         dist.barrier(group=self.group)
         if self._rank() == 0:
+            for name, data in (attachments or {}).items():
+                (staging / name).write_bytes(data)
             if final.exists():  # the same step saved again (e.g. the final save right after a periodic one)
                 shutil.rmtree(final)
             os.replace(staging, final)

@@ -65,6 +65,12 @@ class DataConfig:
     pin_memory: bool = True
     synthetic_rows: int = 1_000_000
     synthetic_alpha: float = 1.05
+    # source: "parquet" reads data.path; "synthetic" draws batches from cardinalities (never chosen implicitly).
+    source: Literal["parquet", "synthetic"] = "parquet"
+    # verify: shard bytes checked against the manifest's sha256 before their rows are used.
+    verify: bool = True
+    # check_values: ids in [0, cardinality), finite dense values, labels in {0, 1} (training/eval splits).
+    check_values: bool = True
 
 
 @dataclass(kw_only=True)
@@ -111,6 +117,13 @@ class ShardingConfig:
     tables: dict[str, TableShardingConfig] = field(default_factory=dict)
     hbm_gb: float | None = None
     ddr_gb: float | None = None
+    # Quantized all-to-all of pooled embeddings and their gradients (TorchRec's QCommsConfig).
+    qcomms_forward: Literal["fp32", "fp16", "bf16"] = "fp32"
+    qcomms_backward: Literal["fp32", "fp16", "bf16"] = "fp32"
+    # UVM-cached tables: fraction of rows cached in HBM (None: TorchRec's default), and TorchRec's prefetch
+    # pipeline that fetches the next batch's rows into the cache while the current one trains.
+    cache_load_factor: float | None = None
+    prefetch_pipeline: bool = False
 
 
 @dataclass(kw_only=True)
@@ -140,8 +153,14 @@ class DenseOptimizerConfig:
 
 @dataclass(kw_only=True)
 class OptimizerConfig:
+    """Both optimizers, and the step schedule of TorchRec's DLRM example (``--change_lr``): when
+    ``change_lr_at`` > 0, at that fraction of the run's total steps every learning rate (embedding and dense)
+    becomes ``lr_after_change``."""
+
     embedding: EmbeddingOptimizerConfig = field(default_factory=EmbeddingOptimizerConfig)
     dense: DenseOptimizerConfig = field(default_factory=DenseOptimizerConfig)
+    change_lr_at: float = 0.0
+    lr_after_change: float = 0.0
 
 
 @dataclass(kw_only=True)
@@ -170,6 +189,14 @@ class TrainConfig:
     log_every_steps: int = 20
     tensorboard: bool = False
     progress: bool = True
+    # global_batch_size > 0: the recipe's global batch; batch_size per rank becomes it / world size.
+    global_batch_size: int = 0
+    # on_nonfinite: a non-finite loss stops the run ("stop") or its batch is skipped ("skip_batch").
+    on_nonfinite: Literal["stop", "skip_batch"] = "stop"
+    # doctor: report diverged/stuck/collapsed/loader-bound training as it happens.
+    doctor: bool = True
+    # tf32: TensorFloat-32 for fp32 matmuls and convolutions on CUDA (Ampere and later).
+    tf32: bool = False
 
 
 @dataclass(kw_only=True)
@@ -341,6 +368,15 @@ def validate(cfg: Config) -> None:
             f"data.multi_hot_sizes has {len(cfg.data.multi_hot_sizes)} entries but data.cardinalities has "
             f"{len(cfg.data.cardinalities)}"
         )
+    if cfg.train.global_batch_size < 0:
+        raise ConfigError(f"train.global_batch_size must be >= 0 (0: use train.batch_size per rank), "
+                          f"got {cfg.train.global_batch_size}")
+    if not 0.0 <= cfg.optimizer.change_lr_at < 1.0:
+        raise ConfigError(f"optimizer.change_lr_at must be in [0, 1) (a fraction of the run's steps; 0: off), "
+                          f"got {cfg.optimizer.change_lr_at}")
+    factor = cfg.sharding.cache_load_factor
+    if factor is not None and not 0.0 < factor <= 1.0:
+        raise ConfigError(f"sharding.cache_load_factor must be in (0, 1], got {factor}")
     if not cfg.data.path and not cfg.data.cardinalities:
         raise ConfigError("synthetic data (empty data.path) needs data.cardinalities")
 

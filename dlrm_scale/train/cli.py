@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch.distributed as dist
 
+    from dlrm_scale.config_toml import to_toml
     from dlrm_scale.train.build import build_trainer, init_distributed
 
     env = init_distributed(cfg.train)
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
             out_dir = Path(cfg.train.out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+            (out_dir / "config.toml").write_text(to_toml(cfg, header=f"dlrm-scale train --config {args.config}"))
         trainer = build_trainer(cfg, env)
         summary = trainer.fit()
         trainer.logger.close()
