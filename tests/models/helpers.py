@@ -23,6 +23,7 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "autoint": {"num_layers": 2, "num_heads": 2, "attention_dim": 2},
     "gmf": {"deep_layer_sizes": [6, 4]},
     "wide_deep": {"deep_layer_sizes": [6]},
+    "pnn": {"product_units": 6},
 }
 
 

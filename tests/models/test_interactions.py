@@ -16,7 +16,7 @@ from dlrm_scale.models.interactions import INTERACTIONS, build_interaction
 from dlrm_scale.registry import RegistryError
 from tests.models.helpers import ALL_INTERACTIONS, SMALL_PARAMS
 
-EXPECTED = {"dot", "cat", "dcnv2", "projection", "fm", "cin", "autoint", "gmf", "wide_deep"}
+EXPECTED = {"dot", "cat", "dcnv2", "projection", "fm", "cin", "autoint", "gmf", "wide_deep", "pnn"}
 
 
 def make(name: str, features: int, dim: int) -> torch.nn.Module:

@@ -29,7 +29,8 @@ TRAIN_ROWS, TEST_ROWS, BATCH, EPOCHS = 8192, 8192, 256, 4
 TRAIN_PARAMS = {**SMALL_PARAMS, "dcnv2": {"num_layers": 2, "low_rank": 8}, "fm": {"deep_layer_sizes": [32]},
                 "cin": {"cin_layer_sizes": [16, 16], "deep_layer_sizes": [32]},
                 "autoint": {"num_layers": 1, "num_heads": 2, "attention_dim": 8},
-                "gmf": {"deep_layer_sizes": [32]}, "wide_deep": {"deep_layer_sizes": [32]}}
+                "gmf": {"deep_layer_sizes": [32]}, "wide_deep": {"deep_layer_sizes": [32]},
+                "pnn": {"product_units": 32}}
 MARGIN = 0.1
 
 
