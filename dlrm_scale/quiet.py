@@ -20,6 +20,9 @@ HARMLESS_WARNINGS: list[tuple[type[Warning], str, str]] = [
      "raised inside TorchRec's own DistributedDataParallel wrapper, not by our code; behaviour is unchanged"),
     (FutureWarning, r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)` is deprecated",
      "called by TorchRec's sharded embedding collectives; the renamed functions do the same thing"),
+    (FutureWarning, r"Please use DTensor instead and we are deprecating ShardedTensor",
+     "DCP's planner notes that TorchRec's sharded state dicts use ShardedTensor; saving and loading them is exact "
+     "(tests/train/test_distributed.py)"),
 ]
 
 # (logger name, message substring, why it is harmless here)
