@@ -71,9 +71,10 @@ def check_splits(cfg: Config, splits: list[str]) -> None:
             fix = "raise data.synthetic_rows"
         else:
             rows = Manifest.load(cfg.data.path).split(split).rows
-            fix = f"prepare data with rows in it, or name another split (data.train_split / data.eval_split)"
+            fix = "prepare data with rows in it, or name another split (data.train_split / data.eval_split)"
         if rows == 0:
-            raise ConfigError(f"split {split!r} of {cfg.data.path or 'synthetic data'} has no rows: {fix}"
+            where = "synthetic data" if cfg.data.source == "synthetic" else cfg.data.path
+            raise ConfigError(f"split {split!r} of {where} has no rows: {fix}"
                               + (" or --set data.eval_split=\"\" to skip evaluation" if split == cfg.data.eval_split
                                  else ""))
 
