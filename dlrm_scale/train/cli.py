@@ -21,8 +21,14 @@ import argparse
 import os
 from pathlib import Path
 
-from dlrm_scale.config import (Config, ConfigError, add_config_arguments, check_data_source, check_interaction,
-                               load_config)
+from dlrm_scale.config import (
+    Config,
+    ConfigError,
+    add_config_arguments,
+    check_data_source,
+    check_interaction,
+    load_config,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -34,7 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve(args: argparse.Namespace) -> tuple[Config, Path]:
     """The configuration to evaluate with and the checkpoint, checked against each other without reading it."""
     from dlrm_scale.train.cli import check_splits, preflight
-    from dlrm_scale.train.run_dir import MODEL_PREFIXES, ResumeError, differences, latest_checkpoint, saved_config
+    from dlrm_scale.train.run_dir import (
+        MODEL_PREFIXES,
+        ResumeError,
+        differences,
+        latest_checkpoint,
+        saved_config,
+    )
 
     if args.run_dir:
         cfg = load_config(args.run_dir, [*args.overrides, f"train.out_dir={args.run_dir}"])

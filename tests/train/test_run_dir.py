@@ -7,8 +7,14 @@ from pathlib import Path
 import pytest
 
 from dlrm_scale.config import load_config
-from dlrm_scale.train.run_dir import (MODEL_PREFIXES, ResumeError, check_resume, create_run_dir, differences,
-                                      preset_name)
+from dlrm_scale.train.run_dir import (
+    MODEL_PREFIXES,
+    ResumeError,
+    check_resume,
+    create_run_dir,
+    differences,
+    preset_name,
+)
 
 
 def test_differences_name_each_key_old_to_new() -> None:
