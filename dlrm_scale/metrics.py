@@ -153,7 +153,7 @@ class Progress:
             self._lines = total > 0
 
     def _next_tenth(self, step: int) -> int:
-        tenth = max(1, self._total // 10)
+        tenth = max(1, -(-self._total // 10))  # ceil: at most ten lines
         return (step // tenth + 1) * tenth
 
     def update(self, steps: int = 1) -> None:
