@@ -190,6 +190,7 @@ class TrainConfig:
     out_dir: str = ""
     checkpoint_every_steps: int = 0
     keep_checkpoints: int = 2
+    # resume: a run folder with a checkpoint is continued from it (same configuration only; see run_dir.py)
     resume: bool = True
     log_every_steps: int = 20
     tensorboard: bool = False

@@ -117,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
     quiet_warnings()
     cfg = resolve_config(args)
     preflight(cfg)
-    world_size = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.dry_run and args.world_size:
+        world_size = args.world_size
     if cfg.train.out_dir:
         resume_from = run_dir.check_resume(cfg, Path(cfg.train.out_dir), world_size=world_size)
     else:
