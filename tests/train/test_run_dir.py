@@ -56,3 +56,16 @@ def test_resume_of_another_configuration_is_refused_before_reading_the_checkpoin
     fresh = load_config("tiny_cpu", [f"train.out_dir={tmp_path}", "train.resume=false", "model.embedding_dim=8",
                                      "model.bottom_mlp=[8]"])
     assert check_resume(fresh, tmp_path, world_size=2) is None  # train.resume=false starts over, as documented
+
+
+def test_restarts_need_a_named_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted torchrun attempt would otherwise make a new automatic folder instead of resuming."""
+    from dlrm_scale.config import ConfigError
+    from dlrm_scale.train.run_dir import check_restarts_have_a_folder
+
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "3")
+    with pytest.raises(ConfigError, match="--max-restarts needs an explicit run folder.*train.out_dir="):
+        check_restarts_have_a_folder(load_config("tiny_cpu"))
+    check_restarts_have_a_folder(load_config("tiny_cpu", ["train.out_dir=runs/mine"]))
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "0")
+    check_restarts_have_a_folder(load_config("tiny_cpu"))
