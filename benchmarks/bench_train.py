@@ -18,7 +18,7 @@ synthetic data with the preset's real cardinalities (``--scale-tables F`` multip
   mixed precision: with ``train.bf16`` on (the DCNv2 preset) its ``DLRMTrain`` forward runs under the same bfloat16
   autocast as ours, so both compute in the same precision (``--set train.bf16=false`` compares fp32 with fp32).
 
-Batches come from our synthetic loader (``make_loader`` with ``data.path = ""``): ``--distinct-batches`` batches per
+Batches come from our synthetic loader (``make_loader`` with ``data.source = "synthetic"``): ``--distinct-batches`` batches per
 rank are drawn once, kept in host memory (pinned on CUDA) and cycled through by both implementations, so both see
 identical data and the loader's cost is not part of the step. Each step is one ``pipeline.progress`` (forward,
 backward, fused embedding update, dense optimizer step, next batches' copies and input all-to-all in flight),
@@ -107,6 +107,7 @@ def bench_config(preset: str, args: argparse.Namespace, world_size: int) -> Conf
     """The preset with ``--set`` overrides, the batch size, scaled cardinalities, and enough synthetic rows."""
     cfg = load_config(preset, args.overrides)
     cfg.data.path = ""
+    cfg.data.source = "synthetic"
     cfg.data.cardinalities = [max(1, int(card * args.scale_tables)) for card in cfg.data.cardinalities]
     cfg.train.batch_size = args.batch_size
     cfg.data.synthetic_rows = max(cfg.data.synthetic_rows, args.distinct_batches * args.batch_size * world_size)

@@ -15,9 +15,14 @@ A file without a label column (Kaggle test.txt) goes to split `unlabeled` with l
 Rerunning the same command after a crash or kill -9 finishes the run without redoing finished chunks and gives
 the same shards, byte for byte, for any --workers; rerunning with other settings into the same OUT is refused.
 
+--preset NAME prepares what the training preset NAME expects: its [data] encoding, max_ind_range, min_frequency
+and dense_transform (`dlrm-scale train --config NAME` refuses data prepared otherwise). A flag given as well
+overrides the preset's value; the manifest records the preset and the override, and the run says which --set the
+training then needs.
+
 Examples:
-  dlrm-scale prep criteo --input raw/day_* --out data/ --dataset terabyte --encoding hash --max-ind-range 40000000
-  dlrm-scale prep criteo --input dac/train.txt --out kaggle/ --dataset kaggle --encoding vocab --min-frequency 3
+  dlrm-scale prep criteo --input raw/day_* --out data/ --dataset terabyte --preset criteo_terabyte
+  dlrm-scale prep criteo --input dac/train.txt --out kaggle/ --dataset kaggle --preset criteo_kaggle
 """
 
 from __future__ import annotations
@@ -42,16 +47,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=CHOICES["dataset"], default="auto",
                         help="which conventions to follow: terabyte (last day held out; day_N ordered by N), kaggle "
                              "(last seventh held out), auto (everything is train)")
-    parser.add_argument("--encoding", choices=CHOICES["encoding"], default="hash",
-                        help="hash: id = int(hex) %% max-ind-range (DLRM/MLPerf, TorchRec); vocab: two passes, id = "
+    parser.add_argument("--preset", default="", metavar="NAME",
+                        help="take --encoding, --max-ind-range, --min-frequency and --dense-transform from the [data] "
+                             "section of this training preset (or TOML file) so that training accepts the data")
+    parser.add_argument("--encoding", choices=CHOICES["encoding"], default=None,
+                        help="[hash, or the preset's] hash: id = int(hex) %% max-ind-range (DLRM/MLPerf, TorchRec); vocab: two passes, id = "
                              "rank by frequency among values seen >= --min-frequency times, 0 = missing/rare (NVIDIA)")
-    parser.add_argument("--max-ind-range", type=int, default=0, metavar="N",
-                        help="take categorical values modulo N (before counting, for vocab); 0 = no modulo (hash ids "
+    parser.add_argument("--max-ind-range", type=int, default=None, metavar="N",
+                        help="[0, or the preset's] take categorical values modulo N (before counting, for vocab); 0 = no modulo (hash ids "
                              "then span 2**32)")
-    parser.add_argument("--min-frequency", type=int, default=1, metavar="N",
-                        help="vocab: keep values seen at least N times over all inputs (NVIDIA uses 15 or 3)")
-    parser.add_argument("--dense-transform", choices=CHOICES["dense_transform"], default="log1p",
-                        help="log1p: log(max(x,0)+1), as DLRM; log3: log(max(x,-2)+3), as TorchRec/MLPerf v2/NVIDIA "
+    parser.add_argument("--min-frequency", type=int, default=None, metavar="N",
+                        help="[1, or the preset's] vocab: keep values seen at least N times over all inputs (NVIDIA uses 15 or 3)")
+    parser.add_argument("--dense-transform", choices=CHOICES["dense_transform"], default=None,
+                        help="[log1p, or the preset's] log1p: log(max(x,0)+1), as DLRM; log3: log(max(x,-2)+3), as TorchRec/MLPerf v2/NVIDIA "
                              "(-2 clip avoids their log(0) at x=-3). Missing = 0 before either")
     parser.add_argument("--on-bad-line", choices=CHOICES["on_bad_line"], default="error",
                         help="error: stop at the first bad line, naming file, line and field; skip: write it to "
@@ -86,14 +94,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+# flag (argparse dest) -> its default without a preset
+CONVENTIONS = {"encoding": "hash", "max_ind_range": 0, "min_frequency": 1, "dense_transform": "log1p"}
+
+
+def conventions(args: argparse.Namespace) -> tuple[dict, dict]:
+    """The data conventions to prepare with: flag, else the preset's [data] value, else the default. Also returns
+    the flags that override the preset's value (recorded in the manifest)."""
+    preset_values = {}
+    if args.preset:
+        from dlrm_scale.config import load_config
+
+        data = load_config(args.preset).data
+        preset_values = {key: getattr(data, key) for key in CONVENTIONS}
+    chosen = {key: getattr(args, key) if getattr(args, key) is not None else preset_values.get(key, default)
+              for key, default in CONVENTIONS.items()}
+    overrides = {key: chosen[key] for key in preset_values if chosen[key] != preset_values[key]}
+    return chosen, overrides
+
+
+def record_preset(out: str, preset: str, overrides: dict) -> None:
+    """Notes in the manifest which preset the data was prepared for and which flags overrode it."""
+    from dlrm_scale.data.manifest import Manifest
+
+    manifest = Manifest.load(out)
+    manifest.extra["preset"] = preset
+    manifest.extra["preset_overrides"] = overrides
+    manifest.save(out)
+
+
 def run(args: argparse.Namespace) -> int:
     from data_prep.config import PrepConfig
     from data_prep.errors import PrepError
     from data_prep.pipeline import prepare
 
+    chosen, overrides = conventions(args)
+    for key, value in overrides.items():
+        print(f"prep: --{key.replace('_', '-')} {value} overrides {args.preset}'s data.{key}; train with "
+              f"--set data.{key}={value}", file=sys.stderr)
     cfg = PrepConfig(
-        inputs=list(args.input), out=args.out, dataset=args.dataset, encoding=args.encoding,
-        max_ind_range=args.max_ind_range, min_frequency=args.min_frequency, dense_transform=args.dense_transform,
+        inputs=list(args.input), out=args.out, dataset=args.dataset, **chosen,
         on_bad_line=args.on_bad_line, workers=args.workers, rows_per_shard=args.rows_per_shard,
         row_group_rows=args.row_group_rows, chunk_bytes=args.chunk_bytes, block_bytes=args.block_bytes,
         format=args.format, holdout=args.holdout, first_half=args.first_half, compression=args.compression,
@@ -110,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     if manifest is None:
         print(f"prep: rank {cfg.rank} done in {seconds:.1f} s; rank 0 writes the manifest", file=sys.stderr)
         return 0
+    if args.preset:
+        record_preset(args.out, args.preset, overrides)
     rows = sum(split.rows for split in manifest.splits.values())
     for name, split in manifest.splits.items():
         print(f"prep: {name:<10} {split.rows:>14,} rows in {len(split.shards):,} shards", file=sys.stderr)

@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Train DLRM-style CTR models on Criteo-scale data with TorchRec-sharded embedding tables.\n\n"
             "Typical flow:\n"
             "  dlrm-scale synth criteo --rows 200000 --days 3 --out raw/\n"
-            "  dlrm-scale prep criteo --input raw/day_* --out data/ --dataset terabyte --encoding hash\n"
+            "  dlrm-scale prep criteo --input raw/day_* --out data/ --dataset terabyte --preset tiny_cpu\n"
             "  torchrun --nproc_per_node=2 -m dlrm_scale.cli train --config tiny_cpu --set data.path=data/\n"
+            "  dlrm-scale eval --run-dir runs/latest --split test\n"
             "Run `dlrm-scale <command> --help` for each command's options."
         ),
     )

@@ -16,6 +16,7 @@ TOML is taken as a string, so ``--set sharding.default_type=row_wise`` works wit
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 import types
 import typing
@@ -42,10 +43,12 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where batches come from and what the data contract (``manifest.json``) must say.
 
-    ``path`` is a directory written by ``dlrm-scale prep`` (it holds ``manifest.json``); empty means synthetic
-    batches drawn from ``cardinalities`` (see ``dlrm_scale.data.synthetic``). ``encoding``, ``max_ind_range``,
-    ``min_frequency`` and ``dense_transform`` must agree with the manifest: training refuses data prepared
-    differently. ``cardinalities`` are the embedding table sizes; empty means "take them from the manifest".
+    ``path`` is a directory written by ``dlrm-scale prep`` (it holds ``manifest.json``). ``encoding``,
+    ``max_ind_range``, ``min_frequency`` and ``dense_transform`` are what prep must produce (``dlrm-scale prep
+    criteo --preset NAME`` takes them from here) and training refuses data prepared differently.
+    ``cardinalities`` are the embedding table sizes; empty means "take them from the manifest". ``source =
+    "synthetic"`` draws batches from ``cardinalities`` instead (see ``dlrm_scale.data.synthetic``): only when asked
+    for, never because ``path`` is empty; its evaluation split holds ``min(synthetic_rows, synthetic_eval_rows)``.
     """
 
     path: str = ""
@@ -65,6 +68,7 @@ class DataConfig:
     pin_memory: bool = True
     synthetic_rows: int = 1_000_000
     synthetic_alpha: float = 1.05
+    synthetic_eval_rows: int = 100_000
     # source: "parquet" reads data.path; "synthetic" draws batches from cardinalities (never chosen implicitly).
     source: Literal["parquet", "synthetic"] = "parquet"
     # verify: shard bytes checked against the manifest's sha256 before their rows are used.
@@ -182,9 +186,11 @@ class TrainConfig:
     bf16: bool = False
     compile: bool = False
     compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
-    out_dir: str = "runs/default"
+    # out_dir: the run folder; empty: a new runs/<preset>-<timestamp> for each run (see dlrm_scale.train.run_dir)
+    out_dir: str = ""
     checkpoint_every_steps: int = 0
     keep_checkpoints: int = 2
+    # resume: a run folder with a checkpoint is continued from it (same configuration only; see run_dir.py)
     resume: bool = True
     log_every_steps: int = 20
     tensorboard: bool = False
@@ -312,9 +318,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def resolve_preset(name_or_path: str) -> Path:
-    """A preset name (``tiny_cpu``) or a path to a TOML file."""
+    """A preset name (``tiny_cpu``), a path to a TOML (or a run's JSON) file, or a run folder (its
+    ``config.toml``)."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    if path.is_dir():
+        path = path / "config.toml"
+        if not path.is_file():
+            raise ConfigError(f"{path.parent} is a folder without config.toml: not a run folder written by `train`")
+        return path
+    if path.suffix in (".toml", ".json") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         return path
@@ -334,8 +346,8 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
     if preset:
         path = resolve_preset(preset)
         try:
-            values = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
+            values = json.loads(path.read_text()) if path.suffix == ".json" else tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
     for text in overrides:
         keys, value = parse_override(text)
@@ -377,8 +389,44 @@ def validate(cfg: Config) -> None:
     factor = cfg.sharding.cache_load_factor
     if factor is not None and not 0.0 < factor <= 1.0:
         raise ConfigError(f"sharding.cache_load_factor must be in (0, 1], got {factor}")
-    if not cfg.data.path and not cfg.data.cardinalities:
-        raise ConfigError("synthetic data (empty data.path) needs data.cardinalities")
+    if cfg.data.source == "synthetic" and not cfg.data.cardinalities:
+        raise ConfigError("data.source = \"synthetic\" needs data.cardinalities (the table sizes to draw ids from)")
+    if cfg.data.synthetic_rows < 0 or cfg.data.synthetic_eval_rows < 0:
+        raise ConfigError("data.synthetic_rows and data.synthetic_eval_rows must be >= 0")
+
+
+def check_data_source(data_cfg: DataConfig) -> None:
+    """Training and evaluation read data: Parquet needs a ``data.path``. Checked where data is read, not in
+    :func:`validate`, so presets without a path still print (``dlrm-scale config``) and plan."""
+    if data_cfg.source == "parquet" and not data_cfg.path:
+        raise ConfigError("data.path is empty: set --set data.path=DIR (a folder written by `dlrm-scale prep`), "
+                          "or --set data.source=synthetic to train on synthetic batches")
+
+
+def check_interaction(model_cfg: ModelConfig) -> None:
+    """The interaction's name and ``params`` against its constructor's signature, without building anything:
+    a misspelt option is a :class:`ConfigError` naming the accepted ones (imports torch)."""
+    import inspect
+
+    from dlrm_scale.models.interactions import INTERACTIONS, accepted_params, load_builtin
+
+    load_builtin()
+    name, params = model_cfg.interaction.name, model_cfg.interaction.params
+    try:
+        cls = INTERACTIONS.get(name)
+    except KeyError as exc:
+        raise ConfigError(f"model.interaction.name: {exc.args[0] if exc.args else exc}") from exc
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model.interaction.name {name!r} is not a class that can be called ({exc})") from exc
+    try:
+        signature.bind(num_sparse_features=1, embedding_dim=model_cfg.embedding_dim, **params)
+    except TypeError as exc:
+        options = ", ".join(f"{key}={default!r}" if default is not inspect.Parameter.empty else f"{key} (required)"
+                            for key, default in accepted_params(cls).items()) or "none"
+        raise ConfigError(f"model.interaction.params {dict(params)!r} do not fit {name!r} ({exc}); "
+                          f"accepted: {options}") from exc
 
 
 def sparse_feature_names(num_sparse: int) -> list[str]:
@@ -393,7 +441,7 @@ def dense_feature_names(num_dense: int = NUM_DENSE) -> list[str]:
 def add_config_arguments(parser: Any) -> None:
     """``--config`` and ``--set`` for every command that takes a run configuration."""
     parser.add_argument("--config", default="tiny_cpu",
-                        help=f"preset name ({', '.join(list_presets())}) or path to a TOML file")
+                        help=f"preset name ({', '.join(list_presets())}), a TOML file, or a run folder (its config.toml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. --set train.batch_size=4096 (repeatable; TOML values)")
 

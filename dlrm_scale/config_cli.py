@@ -1,7 +1,8 @@
 """Print the resolved run configuration as TOML: every key of every section with the value a run would use.
 
 The preset (``--config``) and the overrides (``--set``) are applied exactly as ``train`` applies them, and the
-result is checked the same way, so this is also how to try an override before launching a job. Keys a preset
+result is checked the same way (the interaction's params too, against its constructor, without building it), so
+this is also how to try an override before launching a job. Keys a preset
 does not mention appear with their defaults; unset optional keys appear as comments. Save the output
 (``--out run.toml``), edit it, and pass the file to ``--config``.
 
@@ -25,9 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dlrm_scale.config import check_interaction
     from dlrm_scale.config_toml import to_toml
 
     cfg = config_from_args(args)
+    check_interaction(cfg.model)
     origin = f"--config {args.config}" + "".join(f" --set {o}" for o in args.overrides)
     text = to_toml(cfg, header=f"dlrm-scale config {origin}")
     if args.out:

@@ -7,15 +7,16 @@ Examples::
     torchx run -s kubernetes -cfg queue=default launch/components.py:train --image REGISTRY/dlrm-scale:TAG \\
         -j 4x8 --gpu 8 -- --config criteo_terabyte --set=train.out_dir=/mnt/shared/run1 --set=train.bf16=true
 
-Write config overrides as ``--set=key=value``: ``torchx run`` rejects an option repeated in the same form
-(``--set a=1 --set b=2``), but ``--set=a=1 --set=b=2`` are distinct strings and mean the same to argparse.
+Repeat ``--set`` as with ``dlrm-scale``: the ``torchx run`` installed with this package (``launch/torchx_cmds.py``,
+a ``torchx.cli.cmds`` entry point) joins each ``--set VALUE`` into ``--set=VALUE``, which torchx's own check of
+repeated options accepts; with another torchx install write ``--set=key=value`` yourself.
 
 Everything scheduler-specific (image, resources, mounts) is an argument; the command itself is torchx's own
 ``dist.ddp`` (torchrun with c10d rendezvous on the first replica, which each scheduler resolves) running
 ``python -m dlrm_scale.cli train``, plus ``--max_restarts`` so that torchrun restarts the workers after a rank
 fails and the run resumes from its newest checkpoint (``train.resume``, on by default). ``max_retries`` is the
 scheduler's own retry of the whole job, which resumes the same way. Either needs ``train.checkpoint_every_steps``
-and an ``out_dir`` that every node sees.
+and an explicit ``train.out_dir`` that every node sees (an automatic run folder would be new at each attempt).
 """
 
 from typing import Dict, List, Optional  # noqa: UP035 - torchx's linter only accepts typing generics
@@ -59,6 +60,10 @@ def train(
     """
     if max_restarts < 0:
         raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
+    if (max_restarts or max_retries) and not any("train.out_dir=" in arg or arg.startswith("--run-dir")
+                                                  for arg in script_args):
+        raise ValueError("max_restarts/max_retries need a run folder every attempt finds: "
+                         "--set train.out_dir=/shared/runs/NAME")
     app = dist.ddp("train", *script_args, m="dlrm_scale.cli", image=image, name=name, h=h, cpu=cpu, gpu=gpu,
                    memMB=memMB, j=j, env=env, max_retries=max_retries, rdzv_port=rdzv_port, mounts=mounts)
     (role,) = app.roles

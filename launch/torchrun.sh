@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # torchrun wrapper for `dlrm-scale train` (or `eval`) on one node or many, with elastic restarts.
 #
-#   launch/torchrun.sh --config tiny_cpu --set train.out_dir=runs/tiny           # one node, all GPUs (or 2 CPU ranks)
-#   NNODES=4 MASTER_ADDR=node0 MAX_RESTARTS=3 launch/torchrun.sh --config mlperf_dcnv2   # run on each of 4 nodes
-#   COMMAND=eval launch/torchrun.sh --config tiny_cpu --split test
+#   launch/torchrun.sh --config tiny_cpu --set data.path=DATA    # one node, all GPUs (or 2 CPU ranks); new runs/ folder
+#   NNODES=4 MASTER_ADDR=node0 MAX_RESTARTS=3 launch/torchrun.sh --config mlperf_dcnv2 \
+#       --set data.path=/data/mlperf --set train.out_dir=/shared/runs/dcnv2        # run on each of 4 nodes
+#   COMMAND=eval launch/torchrun.sh --run-dir runs/latest --split test
 #
 # Environment (defaults in brackets):
 #   NPROC_PER_NODE  processes per node [number of visible GPUs, or 2 without a GPU]
 #   NNODES          nodes [1]; MASTER_ADDR / MASTER_PORT: the rendezvous host and port [127.0.0.1 / 29500]
 #   MAX_RESTARTS    times torchrun restarts all workers after one fails [0]; the run resumes from its newest
-#                   checkpoint (train.resume, on by default; set train.checkpoint_every_steps)
+#                   checkpoint (needs an explicit train.out_dir, and train.checkpoint_every_steps)
 #   RDZV_ID         job id shared by the nodes [dlrm-scale]; COMMAND: train or eval [train]
 #   PYTHON          interpreter with dlrm_scale installed [.venv/bin/python if present, else python3]
 set -euo pipefail

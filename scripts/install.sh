@@ -16,16 +16,26 @@ PY=${PYTHON:-python3}
 # The marker records what was installed; a change to the dependencies or this script reinstalls.
 stamp=$(cat pyproject.toml "${BASH_SOURCE[0]}" scripts/stack.sh | sha256sum | cut -c1-16)-$STACK-${INSTALL_GPU:-0}-$TORCH-$FBGEMM-$TORCHREC
 if [ "$(cat "$VENV/.dlrm_scale_installed" 2>/dev/null)" = "$stamp" ] && "$VENV/bin/python" -c "import torchrec, dlrm_scale" 2>/dev/null; then
+  echo "install: $VENV is up to date" >&2
   exit 0
 fi
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+step() { echo "install: $*" >&2; }
+if [ ! -x "$VENV/bin/python" ]; then
+  step "creating the virtualenv $VENV"
+  "$PY" -m venv "$VENV"
+fi
+pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check --progress-bar off)
 if [ "${INSTALL_GPU:-0}" = 1 ]; then
+  step "torch $TORCH and fbgemm-gpu $FBGEMM (CUDA builds; several GB on a cold cache)"
   "${pip[@]}" "torch==$TORCH" "fbgemm-gpu==$FBGEMM"
 else
+  step "torch $TORCH, fbgemm-gpu-cpu $FBGEMM, triton $TRITON (about a minute on a warm pip cache)"
   "${pip[@]}" "torch==$TORCH" "fbgemm-gpu-cpu==$FBGEMM" "triton==$TRITON"
 fi
+step "dlrm-scale (editable) with its test, tensorboard and bench extras"
 "${pip[@]}" -e ".[test,tensorboard,bench]" "${extra[@]}"
+step "torchrec $TORCHREC without its dependencies (its fbgemm-gpu requirement would replace the CPU build)"
 "${pip[@]}" --no-deps "torchrec==$TORCHREC"
-"$VENV/bin/python" -c "import torchrec, fbgemm_gpu, dlrm_scale; print('dlrm_scale installed: torchrec', torchrec.__version__ if hasattr(torchrec, '__version__') else '?')" 2>&1 | grep -v -i warn || true
+step "checking that the stack imports"
+"$VENV/bin/python" -c "import torchrec, fbgemm_gpu, dlrm_scale; print('install: done: torchrec', torchrec.__version__ if hasattr(torchrec, '__version__') else '?')" 2>&1 | grep -v -i warn || true
 echo "$stamp" > "$VENV/.dlrm_scale_installed"

@@ -54,10 +54,20 @@ def run_torchrun(args: list[str], *, nproc: int = 2, timeout: float = 300, extra
     return proc
 
 
+def torchx_command() -> list[str]:
+    """``torchx`` with this package's ``run`` (repeated ``--set``): the installed binary once the package's
+    ``torchx.cli.cmds`` entry point is installed, else the same command as a module."""
+    from importlib.metadata import entry_points
+
+    if any(ep.value == "launch.torchx_cmds:CmdRun" for ep in entry_points(group="torchx.cli.cmds")):
+        return [str(BIN / "torchx")]
+    return [sys.executable, "-m", "launch.torchx_cmds"]
+
+
 def run_torchx(args: list[str], *, timeout: float = 240) -> str:
     """Runs ``torchx run ARGS`` (e.g. ``-s local_cwd launch/components.py:train -j 1x2 -- ...``) from the repo root;
     asserts it exits 0 and returns its combined output."""
-    cmd = [str(BIN / "torchx"), "run", *args]
+    cmd = [*torchx_command(), "run", *args]
     proc = _run(cmd, env=_env(None), timeout=timeout, merge_output=True)
     assert proc.returncode == 0, f"torchx failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-5000:]}"
     return proc.stdout

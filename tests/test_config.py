@@ -75,4 +75,41 @@ def test_unknown_preset_lists_the_available_ones(tmp_path: Path) -> None:
 
 def test_synthetic_data_needs_cardinalities() -> None:
     with pytest.raises(ConfigError, match="needs data.cardinalities"):
-        load_config("tiny_cpu", ["data.path="])
+        load_config("tiny_cpu", ["data.source=synthetic"])
+
+
+def test_empty_data_path_is_never_synthetic_data() -> None:
+    """An empty path with the default source says how to fix it; presets without a path still load (to print
+    and plan them)."""
+    from dlrm_scale.config import check_data_source
+
+    cfg = load_config("criteo_terabyte")
+    with pytest.raises(ConfigError, match="data.path is empty: set --set data.path=DIR .* data.source=synthetic"):
+        check_data_source(cfg.data)
+    check_data_source(load_config("criteo_terabyte", ["data.source=synthetic"]).data)
+
+
+def test_interaction_params_are_checked_against_the_constructor() -> None:
+    from dlrm_scale.config import check_interaction
+
+    check_interaction(load_config("mlperf_dcnv2").model)
+    with pytest.raises(ConfigError, match=r"\{'num_layer': 2\} do not fit 'dcnv2'.*accepted: num_layers=3"):
+        check_interaction(load_config("tiny_cpu", ["model.interaction.name=dcnv2",
+                                                   "model.interaction.params={num_layer = 2}"]).model)
+    with pytest.raises(ConfigError, match="model.interaction.name: unknown interaction 'dott'"):
+        check_interaction(load_config("tiny_cpu", ["model.interaction.name=dott"]).model)
+
+
+def test_a_run_folder_and_a_json_config_load(tmp_path: Path) -> None:
+    import json
+
+    from dlrm_scale.config_toml import to_toml
+
+    cfg = load_config("tiny_cpu", ["train.epochs=5"])
+    (tmp_path / "config.toml").write_text(to_toml(cfg))
+    assert load_config(str(tmp_path)) == cfg
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    assert load_config(str(tmp_path / "config.json")) == cfg
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="without config.toml"):
+        load_config(str(tmp_path / "empty"))

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from dlrm_scale.config import DataConfig, sparse_feature_names
+from dlrm_scale.config import ConfigError, DataConfig, check_data_source, sparse_feature_names
 from dlrm_scale.data import plan
 from dlrm_scale.data.batch import Batch
 from dlrm_scale.data.columns import Columns, take_batch
@@ -66,22 +66,26 @@ class LoaderStateError(ValueError):
 
 
 def table_sizes(data_cfg: DataConfig) -> list[int]:
-    """Embedding table sizes: the manifest's (checked against the config) or, for synthetic data, the config's."""
-    if data_cfg.path:
+    """Embedding table sizes: the manifest's (checked against the config) or, for synthetic data and for a
+    config without ``data.path`` (planning), the config's."""
+    if data_cfg.source == "parquet" and data_cfg.path:
         return check_compatible(Manifest.load(data_cfg.path), data_cfg)
     if not data_cfg.cardinalities:
-        raise ValueError("synthetic data (empty data.path) needs data.cardinalities")
+        raise ConfigError("no table sizes: set data.path (a folder written by `dlrm-scale prep`) or "
+                          "data.cardinalities")
     return list(data_cfg.cardinalities)
 
 
 def make_loader(data_cfg: DataConfig, *, split: str, batch_size: int, rank: int, world_size: int, seed: int,
                 train: bool, device: torch.device | str) -> Loader:
-    """A :class:`Loader` over split ``split`` of ``data_cfg.path`` (synthetic rows when the path is empty).
+    """A :class:`Loader` over split ``split`` of ``data_cfg.path``, or of synthetic rows (``data.source =
+    "synthetic"``; an evaluation split holds at most ``data.synthetic_eval_rows`` rows).
 
     ``train`` shuffles (when ``data_cfg.shuffle``); evaluation reads in file order. Host batches are pinned when
     ``data_cfg.pin_memory`` and CUDA is available, and copied to ``device`` ahead of use.
     """
-    if data_cfg.path:
+    check_data_source(data_cfg)
+    if data_cfg.source == "parquet":
         manifest = Manifest.load(data_cfg.path)
         check_compatible(manifest, data_cfg)
         source: RowSource = ParquetSource(data_cfg.path, manifest, split)
@@ -90,7 +94,8 @@ def make_loader(data_cfg: DataConfig, *, split: str, batch_size: int, rank: int,
         num_sparse, num_dense = len(data_cfg.cardinalities), data_cfg.num_dense
         spec = SyntheticSpec(cardinalities=table_sizes(data_cfg), hot_sizes=data_cfg.multi_hot_sizes or [1] * num_sparse,
                              alpha=data_cfg.synthetic_alpha, num_dense=num_dense, seed=seed)
-        source = SyntheticSource(spec, split=split, num_rows=data_cfg.synthetic_rows)
+        rows = data_cfg.synthetic_rows if train else min(data_cfg.synthetic_rows, data_cfg.synthetic_eval_rows)
+        source = SyntheticSource(spec, split=split, num_rows=rows)
     return Loader(
         source, keys=sparse_feature_names(num_sparse), num_dense=num_dense, batch_size=batch_size, rank=rank,
         world_size=world_size, seed=seed, shuffle=train and data_cfg.shuffle,

@@ -144,34 +144,50 @@ class Manifest:
         return self.splits[name]
 
 
+# data config key -> the `dlrm-scale prep criteo` flag that sets the same convention
+PREP_FLAGS = {"encoding": "--encoding", "dense_transform": "--dense-transform", "max_ind_range": "--max-ind-range",
+              "min_frequency": "--min-frequency"}
+
+
+def _convention(key: str, data_value: Any, config_value: Any) -> str:
+    """One difference, both values and both fixes: train with the data's value, or prepare with the config's."""
+    return (f"{key}: data has {data_value!r}, config has {config_value!r} (train with --set data.{key}={data_value}, "
+            f"or prepare again with {PREP_FLAGS[key]} {config_value} or --preset)")
+
+
 def check_compatible(manifest: Manifest, data_cfg: Any) -> list[int]:
-    """Raises :class:`ManifestError` listing every difference between the manifest and ``data_cfg``
-    (a :class:`dlrm_scale.config.DataConfig`); returns the embedding table sizes to use.
+    """Raises :class:`ManifestError` listing, on one line, every difference between the manifest and
+    ``data_cfg`` (a :class:`dlrm_scale.config.DataConfig`), each with both values and the ``--set`` or prep flag
+    that fixes it; returns the embedding table sizes to use.
 
     Table sizes are ``data_cfg.cardinalities`` when given (each must hold the manifest's ids), else the manifest's.
     """
     diffs = []
     for key in ("encoding", "dense_transform"):
         if getattr(manifest, key) != getattr(data_cfg, key):
-            diffs.append(f"{key}: data has {getattr(manifest, key)!r}, config has {getattr(data_cfg, key)!r}")
+            diffs.append(_convention(key, getattr(manifest, key), getattr(data_cfg, key)))
     if manifest.encoding == "hash" or data_cfg.max_ind_range:
         if manifest.max_ind_range != data_cfg.max_ind_range:
-            diffs.append(f"max_ind_range: data has {manifest.max_ind_range}, config has {data_cfg.max_ind_range}")
+            diffs.append(_convention("max_ind_range", manifest.max_ind_range, data_cfg.max_ind_range))
     if manifest.encoding == "vocab" and manifest.min_frequency != data_cfg.min_frequency:
-        diffs.append(f"min_frequency: data has {manifest.min_frequency}, config has {data_cfg.min_frequency}")
+        diffs.append(_convention("min_frequency", manifest.min_frequency, data_cfg.min_frequency))
     if len(manifest.dense_columns) != data_cfg.num_dense:
-        diffs.append(f"num_dense: data has {len(manifest.dense_columns)}, config has {data_cfg.num_dense}")
+        diffs.append(f"num_dense: data has {len(manifest.dense_columns)}, config has {data_cfg.num_dense} "
+                     f"(--set data.num_dense={len(manifest.dense_columns)})")
     if bool(data_cfg.multi_hot_sizes) and not manifest.multi_hot:
-        diffs.append("multi_hot: config sets data.multi_hot_sizes but the data is one-hot")
-    for split_name in (data_cfg.train_split, data_cfg.eval_split):
+        diffs.append("multi_hot: config sets data.multi_hot_sizes but the data is one-hot "
+                     "(--set data.multi_hot_sizes=[])")
+    for key in ("train_split", "eval_split"):
+        split_name = getattr(data_cfg, key)
         if split_name and split_name not in manifest.splits:
-            diffs.append(f"split {split_name!r}: not in data (has {', '.join(sorted(manifest.splits))})")
+            diffs.append(f"split {split_name!r}: not in data (has {', '.join(sorted(manifest.splits))}; "
+                         f"--set data.{key}=NAME)")
     tables = list(manifest.cardinalities)
     if data_cfg.cardinalities:
         if len(data_cfg.cardinalities) != len(manifest.cardinalities):
             diffs.append(
                 f"cardinalities: data has {len(manifest.cardinalities)} sparse features, config has "
-                f"{len(data_cfg.cardinalities)}"
+                f"{len(data_cfg.cardinalities)} (--set data.cardinalities=[] takes the manifest's)"
             )
         else:
             small = [
@@ -181,8 +197,9 @@ def check_compatible(manifest: Manifest, data_cfg: Any) -> list[int]:
             ]
             if small:
                 diffs.append("cardinalities: config tables too small for the data's ids: " + ", ".join(small)
-                             + " (set data.cardinalities=[] to take the manifest's)")
+                             + " (--set data.cardinalities=[] takes the manifest's)")
             tables = list(data_cfg.cardinalities)
     if diffs:
-        raise ManifestError("data does not match the config:\n  " + "\n  ".join(diffs))
+        where = f"data at {data_cfg.path}" if getattr(data_cfg, "path", "") else "the data"
+        raise ManifestError(f"{where} does not match the config: " + "; ".join(diffs))
     return tables

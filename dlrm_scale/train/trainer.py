@@ -245,7 +245,10 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
-        path = self.checkpointer.save(self.state.step, self._checkpoint_state())
+        from dlrm_scale.config_toml import to_toml  # the checkpoint records the configuration it belongs to
+
+        config = to_toml(self.cfg, header=f"configuration of checkpoint step {self.state.step}").encode()
+        path = self.checkpointer.save(self.state.step, self._checkpoint_state(), attachments={"config.toml": config})
         self._last_checkpoint_step = self.state.step
         if self.env.rank == 0:
             write_line(f"checkpoint: {path}")

@@ -205,3 +205,18 @@ def test_cuda_batches_match_host_batches(one_hot_dir: Path) -> None:
         torch.testing.assert_close(d.mask.cpu(), h.mask)
         torch.testing.assert_close(d.sparse_features.values().cpu(), h.sparse_features.values())
         torch.testing.assert_close(d.sparse_features.lengths().cpu(), h.sparse_features.lengths())
+
+
+def test_synthetic_data_only_when_asked_for_and_its_evaluation_bounded() -> None:
+    """``data.source = "synthetic"`` draws rows; its evaluation split holds at most ``synthetic_eval_rows``. An
+    empty ``data.path`` with the default source is an error naming both fixes, never synthetic data."""
+    from dlrm_scale.config import ConfigError, load_config
+
+    cfg = load_config("tiny_cpu", ["data.source=synthetic", "data.cardinalities=[40, 50]",
+                                   "data.synthetic_rows=5000", "data.synthetic_eval_rows=300"])
+    common = dict(split="val", batch_size=64, rank=0, world_size=1, seed=0, device="cpu")
+    assert make_loader(cfg.data, train=True, **common).num_rows == 5000
+    assert make_loader(cfg.data, train=False, **common).num_rows == 300
+    empty = load_config("tiny_cpu", ["data.path="])
+    with pytest.raises(ConfigError, match="data.path is empty: set --set data.path=DIR .*data.source=synthetic"):
+        make_loader(empty.data, train=True, **common)

@@ -22,7 +22,7 @@ from dlrm_scale.data.synthetic import (
 
 def _loader(preset: str, *, rows: int, rank: int = 0, world_size: int = 1, seed: int = 0, batch_size: int = 256,
             train: bool = True):
-    cfg = load_config(preset, [f"data.synthetic_rows={rows}", "data.num_workers=2"])
+    cfg = load_config(preset, ["data.source=synthetic", f"data.synthetic_rows={rows}", "data.num_workers=2"])
     return make_loader(cfg.data, split="train", batch_size=batch_size, rank=rank, world_size=world_size,
                        seed=seed, train=train, device=torch.device("cpu"))
 

@@ -62,8 +62,25 @@ def test_missing_tensorboard_is_skipped_with_a_warning(tmp_path: Path, monkeypat
 
 def test_progress_bar_disabled_and_enabled(capsys) -> None:
     for enabled in (False, True):
-        bar = Progress(total=10, initial=2, enabled=enabled)
+        bar = Progress(total=10, initial=2, enabled=enabled, tty=True)
         bar.update()
         bar.set_postfix(loss=0.25)
         bar.close()
     assert "3/10" in capsys.readouterr().err
+
+
+def test_progress_off_a_terminal_is_a_line_per_tenth() -> None:
+    """A log file gets plain lines (no carriage returns), one per tenth of the run, with a rate and an ETA."""
+    lines: list[str] = []
+    now = iter(range(100))
+    progress = Progress(total=40, initial=8, enabled=True, tty=False, write=lines.append, clock=lambda: next(now))
+    for _ in range(32):
+        progress.update()
+    progress.close()
+    assert [line.split(",")[0] for line in lines] == [f"progress: step {s}/40 ({s * 100 // 40}%)"
+                                                     for s in range(12, 41, 4)]
+    # the clock advances 1 s per line: 4 steps/s throughout
+    assert lines[0].endswith("4 steps/s, eta 7 s") and lines[-1].endswith("4 steps/s, eta 0 s") and not any("\r" in line for line in lines)
+    silent: list[str] = []
+    Progress(total=40, initial=0, enabled=False, tty=False, write=silent.append).update()
+    assert silent == []
