@@ -28,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
     from dlrm_scale.config_toml import to_toml
 
     cfg = config_from_args(args)
+    from dlrm_scale.models.interactions import INTERACTIONS, load_builtin
+
+    load_builtin()
+    INTERACTIONS.get(cfg.model.interaction.name)  # an unknown name or a non-Interaction path: one-line error
     origin = f"--config {args.config}" + "".join(f" --set {o}" for o in args.overrides)
     text = to_toml(cfg, header=f"dlrm-scale config {origin}")
     if args.out:
