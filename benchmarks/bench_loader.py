@@ -50,7 +50,7 @@ from dlrm_scale.config import DataConfig, dense_feature_names, load_config, spar
 from dlrm_scale.data import plan
 from dlrm_scale.data.columns import Columns
 from dlrm_scale.data.loader import make_loader
-from dlrm_scale.data.manifest import Manifest, Shard, Split
+from dlrm_scale.data.manifest import Manifest, Shard, Split, sha256_file
 from dlrm_scale.data.synthetic import SyntheticSource, SyntheticSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -114,6 +114,8 @@ def write_data(out: Path, *, rows: int, shard_rows: int, row_group_rows: int, mu
                 writer, in_shard, shard_index = None, 0, shard_index + 1
     if writer is not None:
         writer.close()
+    for shard in shards:
+        shard.sha256 = sha256_file(parquet_dir / shard.path)
     Manifest(dataset="synthetic-terabyte", encoding="vocab", max_ind_range=40_000_000, min_frequency=1,
              dense_transform="log3", dense_columns=dense_names, sparse_columns=sparse_names, cardinalities=cards,
              multi_hot=multi_hot, splits={"train": Split(rows=rows, shards=shards)}).save(parquet_dir)
