@@ -43,7 +43,9 @@ class GuardedOptimizer:
     def __init__(self, optimizer: torch.optim.Optimizer, *, skip: bool) -> None:
         self.optimizer = optimizer
         self.skip = skip
-        self._params = [p for p in getattr(optimizer, "params", {}).values() if isinstance(p, torch.Tensor)]
+        # plain parameters: the fused tables (ShardedTensors) get no .grad, their update happens in backward
+        self._params = [p for p in getattr(optimizer, "params", {}).values()
+                        if isinstance(p, torch.nn.Parameter) and not hasattr(p, "local_shards")]
         self.grad_finite: torch.Tensor | None = None  # () bool, of the last step
         self.skipped_last = False
 
