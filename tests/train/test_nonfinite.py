@@ -81,3 +81,20 @@ def test_a_run_whose_loss_becomes_nan_stops_and_keeps_its_checkpoint(tmp_path: P
     assert sorted(p.name for p in checkpoints.glob("ckpt-*")) == ["ckpt-00000001"]
     assert (checkpoints / "latest").read_text().strip() == "ckpt-00000001"
     assert json.loads((checkpoints / "ckpt-00000001" / "manifest.json").read_text())["finite"] is True
+
+
+@pytest.mark.multiproc
+def test_under_torchrun_every_rank_ends_with_one_line_and_status_2(tmp_path: Path) -> None:
+    from tests.dist_utils import run_torchrun
+
+    settings = ["data.path=", "data.cardinalities=[50,60,70]", "data.synthetic_rows=640", "train.batch_size=32",
+                "train.epochs=1", "train.log_every_steps=1", "train.progress=false", "optimizer.dense.lr=1e19",
+                "model.embedding_dim=4", "model.bottom_mlp=[8,4]", "model.top_mlp=[8,1]",
+                f"train.out_dir={tmp_path / 'run'}"]
+    proc = run_torchrun(["-m", "dlrm_scale.cli", "train", "--config", "tiny_cpu",
+                         *[a for s in settings for a in ("--set", s)]], check=False, timeout=240)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("dlrm-scale train: error: ")]
+    assert len(errors) == 2 and all("step 2: the loss or the dense gradient norm is not finite" in e for e in errors)
+    assert "exitcode  : 2" in proc.stderr  # torchrun's report of the failed workers
+    assert not (tmp_path / "run" / "checkpoints").exists()
