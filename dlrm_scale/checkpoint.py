@@ -115,8 +115,7 @@ class Checkpointer:
             if staging.exists():
                 shutil.rmtree(staging)
             staging.mkdir(parents=True)
-        finite = torch.tensor([1 if all_finite(state) else 0], dtype=torch.int32)
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN, group=self.group)
+        finite = _min_over_ranks(int(all_finite(state)), self.group)
         dist.barrier(group=self.group)
         dcp.save(state, checkpoint_id=str(staging), process_group=self.group)
         dist.barrier(group=self.group)
@@ -125,7 +124,7 @@ class Checkpointer:
                 if name != Path(name).name or name in (MANIFEST, METADATA, "", ".", ".."):
                     raise ValueError(f"attachment name {name!r} must be a plain file name")
                 (staging / name).write_bytes(data)
-            write_manifest(staging, step=step, finite=bool(finite.item()))
+            write_manifest(staging, step=step, finite=bool(finite))
             if final.exists():  # the same step saved again (e.g. the final save right after a periodic one)
                 shutil.rmtree(final)
             os.replace(staging, final)
@@ -194,11 +193,11 @@ class Checkpointer:
         names = sorted(record["files"])
         rank, world = (dist.get_rank(self.group), dist.get_world_size(self.group)) if dist.is_initialized() else (0, 1)
         failure = verify_files(path, names[rank::world], record)
-        first = torch.tensor([len(names) if failure is None else names.index(failure[0])], dtype=torch.int64)
+        first = len(names) if failure is None else names.index(failure[0])
         if world > 1:
-            dist.all_reduce(first, op=dist.ReduceOp.MIN, group=self.group)
-        if first.item() < len(names):
-            name = names[int(first.item())]
+            first = _min_over_ranks(first, self.group)
+        if first < len(names):
+            name = names[first]
             reason = failure[1] if failure is not None and failure[0] == name else "does not match the manifest"
             raise mismatch_error(path, name, reason)
 
@@ -230,6 +229,14 @@ def _one_line(path: Path, exc: CheckpointException) -> CheckpointError:
     first = failures[0] if failures else exc
     text = str(first).strip().splitlines()[0] if str(first).strip() else ""
     return CheckpointError(f"{path}: cannot be loaded into this model ({type(first).__name__}: {text})")
+
+
+def _min_over_ranks(value: int, group: dist.ProcessGroup | None) -> int:
+    """The smallest ``value`` of all ranks (on the GPU when the group is NCCL, which reduces only CUDA tensors)."""
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else "cpu"
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=group)
+    return int(tensor.item())
 
 
 def _saved_finite(path: Path) -> bool:

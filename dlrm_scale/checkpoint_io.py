@@ -265,7 +265,9 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 def check_file(directory: Path, name: str, entry: dict[str, Any]) -> str | None:
     """Why ``directory/name`` does not match its manifest entry (None when it does)."""
     path = directory / name
-    if not path.is_file() or path.is_symlink():
+    if path.is_symlink():
+        return "is a symbolic link; a checkpoint holds its own files"
+    if not path.is_file():
         return "is missing"
     size = path.stat().st_size
     if size != entry["bytes"]:
