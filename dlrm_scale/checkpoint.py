@@ -56,6 +56,7 @@ __all__ = ["Checkpointer", "CheckpointError", "checkpoint_name", "pack", "unpack
 
 CHECKPOINT_RE = re.compile(r"^ckpt-(\d+)$")
 LATEST = "latest"
+_MAX_PACKED_BYTES = 1 << 26  # counters, schedule, loader position, RNG states: a few tens of kB
 
 
 def checkpoint_name(step: int) -> str:
@@ -213,6 +214,9 @@ class Checkpointer:
                 if size is None or len(size) != 1:
                     raise CheckpointError(f"{path}: entry {key!r} is not a packed value (written by an older "
                                           f"version that pickled it); this version cannot load it safely")
+                if size[0] > _MAX_PACKED_BYTES:
+                    raise CheckpointError(f"{path}: packed entry {key!r} claims {size[0]} bytes; packed values "
+                                          f"are small (at most {_MAX_PACKED_BYTES})")
                 state[key] = torch.empty(size, dtype=torch.uint8)
         try:
             dcp.load(state, storage_reader=SafeReader(str(path)), planner=SafeLoadPlanner(),
