@@ -14,6 +14,12 @@ one full epoch of each loader on one rank, after an untimed burn-in pass:
 ``--device cuda`` (the default where CUDA is available) times what training sees on a GPU node: batches gathered
 into pinned buffers and copied to the GPU on a side stream; without CUDA the batches stay in pageable host memory.
 
+Checks (``--checks compare``, the default): each single-process configuration is also timed with the loader's
+trust checks off (``data.verify=false``, ``data.check_values=false``), and as the first epoch of a process, which
+also hashes every shard (sha256, once per process); the plain "ours" line is a later epoch with the defaults
+(value checks on, shards already verified). Each variant keeps the best of ``--repeats`` epochs, run in turn, and
+the Markdown ends with the cost of each as a fraction of the checks-off rate.
+
 Per node: ``--ranks 1,8`` also runs each configuration as N processes at once, rank r of N reading its disjoint
 share of the row groups (as N training ranks on one node do), started together after a barrier; the node's rate is
 all ranks' rows over the time from the first start to the last finish. One process per rank, each with
@@ -50,7 +56,8 @@ from dlrm_scale.config import DataConfig, dense_feature_names, load_config, spar
 from dlrm_scale.data import plan
 from dlrm_scale.data.columns import Columns
 from dlrm_scale.data.loader import make_loader
-from dlrm_scale.data.manifest import Manifest, Shard, Split
+from dlrm_scale.data.manifest import Manifest, Shard, Split, sha256_file
+from dlrm_scale.data.parquet import forget_verified_shards
 from dlrm_scale.data.synthetic import SyntheticSource, SyntheticSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -114,6 +121,8 @@ def write_data(out: Path, *, rows: int, shard_rows: int, row_group_rows: int, mu
                 writer, in_shard, shard_index = None, 0, shard_index + 1
     if writer is not None:
         writer.close()
+    for shard in shards:
+        shard.sha256 = sha256_file(parquet_dir / shard.path)
     Manifest(dataset="synthetic-terabyte", encoding="vocab", max_ind_range=40_000_000, min_frequency=1,
              dense_transform="log3", dense_columns=dense_names, sparse_columns=sparse_names, cardinalities=cards,
              multi_hot=multi_hot, splits={"train": Split(rows=rows, shards=shards)}).save(parquet_dir)
@@ -155,11 +164,25 @@ def _ours_record(data_cfg: DataConfig, *, batch_size: int, workers: int, prefetc
             "ended": time.monotonic()}
 
 
-def bench_ours(data_cfg: DataConfig, *, batch_size: int, workers: int, prefetch: int, device: str = "cpu") -> dict:
-    record = _ours_record(data_cfg, batch_size=batch_size, workers=workers, prefetch=prefetch, rank=0,
-                          world_size=1, device=device)
-    return {"loader": "ours (parquet, shuffled)", "batch_size": batch_size, "workers": workers, "ranks": 1,
-            "device": device, **{k: record[k] for k in ("rows", "wall_s", "cpu_s", "open_s")}}
+CHECKS_FIRST = ", checks on, first epoch (+ sha256)"
+CHECKS = {  # label suffix -> (data.verify, data.check_values, forget verified shards first)
+    "": (True, True, False),
+    ", checks off": (False, False, False),
+    CHECKS_FIRST: (True, True, True),
+}
+
+
+def bench_ours(data_cfg: DataConfig, *, batch_size: int, workers: int, prefetch: int, device: str = "cpu",
+               checks: str = "") -> dict:
+    verify, check_values, cold = CHECKS[checks]
+    if cold:
+        forget_verified_shards()
+    record = _ours_record(dataclasses.replace(data_cfg, verify=verify, check_values=check_values),
+                          batch_size=batch_size, workers=workers, prefetch=prefetch, rank=0, world_size=1,
+                          device=device)
+    return {"loader": f"ours (parquet, shuffled){checks}", "batch_size": batch_size, "workers": workers,
+            "ranks": 1, "device": device, "checks": {"": "on", ", checks off": "off"}.get(checks, checks),
+            **{k: record[k] for k in ("rows", "wall_s", "cpu_s", "open_s")}}
 
 
 def _rank_main(queue, barrier, kwargs: dict) -> None:
@@ -240,6 +263,20 @@ def _markdown(results: list[dict], meta: dict) -> str:
         ratio = f"{r['vs_torchrec']:.2f}x" if r.get("vs_torchrec") else "-"
         lines.append(f"| {r['loader']} | {r['device']} | {r['batch_size']} | {r['ranks']} | {r['workers']} | "
                      f"{r['rows_per_s']:,.0f} | {r['rows_per_cpu_s']:,.0f} | {ratio} | {r['open_s']:.2f} |")
+    costs = _check_costs(results)
+    if costs:
+        lines += ["", "Cost of the trust checks (fraction of the checks-off rows/s lost, same batch and threads):",
+                  ""]
+        lines += [f"- batch {batch}, {workers} thread(s): {cost}" for (batch, workers), cost in costs.items()]
+    parts = meta.get("check_breakdown")
+    if parts:
+        decode = parts["decode_cpu_s"]
+        lines += ["", f"CPU time on one thread over all {parts['rows']:,} rows (best of {meta['repeats']}): decoding "
+                  f"the row groups {decode:.3f} s; value checks {parts['check_values_cpu_s']:.3f} s "
+                  f"({parts['check_values_cpu_s'] / decode:.1%} of decoding); sha256 of the "
+                  f"{parts['shard_bytes'] / 1e6:,.0f} MB of shards {parts['sha256_cpu_s']:.3f} s "
+                  f"({parts['sha256_cpu_s'] / decode:.1%} of one decoding pass, "
+                  f"{parts['shard_bytes'] / 1e9 / parts['sha256_cpu_s']:.2f} GB/s; paid once per process)."]
     best = max((r for r in results if r["loader"].startswith("ours")), key=lambda r: r["rows_per_s"])
     verdict = "met" if best["rows_per_s"] >= GOAL_ROWS_PER_S else "not met"
     lines += ["", f"Goal on the GPU node: {GOAL_ROWS_PER_S:,} rows/s on {GOAL_CORES} cores. Best here: "
@@ -247,6 +284,51 @@ def _markdown(results: list[dict], meta: dict) -> str:
               f"{best['batch_size']}, batches to {best['device']}) on {meta['cpu_count']} cores: {verdict} on this "
               "machine."]
     return "\n".join(lines) + "\n"
+
+
+def check_breakdown(data_cfg: DataConfig, repeats: int) -> dict:
+    """CPU seconds (best of ``repeats``, one thread) to decode every row group of the train split, to run the
+    value checks on the decoded groups, and to hash every shard: the checks' cost without the noise of a
+    pipelined, multi-threaded epoch."""
+    from dlrm_scale.data.columns import check_values
+    from dlrm_scale.data.parquet import ParquetSource
+
+    manifest = Manifest.load(data_cfg.path)
+    source = ParquetSource(data_cfg.path, manifest, "train", verify=False, check_values=False)
+    checks = {"cardinalities": manifest.cardinalities, "dense_names": manifest.dense_columns,
+              "sparse_names": manifest.sparse_columns, "label_name": manifest.label_column, "labels": (0.0, 1.0)}
+
+    def best(function) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.process_time()
+            function()
+            times.append(time.process_time() - start)
+        return min(times)
+
+    groups = [source.read(g) for g in range(len(source.group_rows))]
+    decode = best(lambda: [source.read(g) for g in range(len(source.group_rows))])
+    values = best(lambda: [check_values(c, where="", **checks) for c in groups])
+    hashing = best(lambda: [sha256_file(p) for p in source.paths])
+    return {"rows": int(source.group_rows.sum()), "decode_cpu_s": decode, "check_values_cpu_s": values,
+            "sha256_cpu_s": hashing, "shard_bytes": sum(p.stat().st_size for p in source.paths)}
+
+
+def _check_costs(results: list[dict]) -> dict[tuple[int, int], str]:
+    by_key: dict[tuple[int, int], dict[str, dict]] = {}
+    for r in results:
+        if r["loader"].startswith("ours") and r["ranks"] == 1:
+            by_key.setdefault((r["batch_size"], r["workers"]), {})[r["checks"]] = r
+    costs = {}
+    for key, runs in by_key.items():
+        off = runs.get("off")
+        if off is None:
+            continue
+        parts = [f"{name} {1 - runs[label]['rows_per_s'] / off['rows_per_s']:.1%}"
+                 for label, name in (("on", "value checks"), (CHECKS_FIRST, "first epoch incl. sha256"))
+                 if label in runs]
+        costs[key] = "; ".join(parts)
+    return costs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multi-hot", action="store_true", help="MLPerf DCNv2 pooling factors (ours only)")
     parser.add_argument("--compression", default="snappy", help="Parquet codec of the shards (snappy, zstd, none)")
     parser.add_argument("--data-dir", default="", help="where to write the data (default: a temporary folder)")
+    parser.add_argument("--checks", choices=["compare", "on"], default="compare",
+                        help="compare: also time each single-process run with the checks off and as a first epoch")
+    parser.add_argument("--repeats", type=int, default=3, help="epochs per checks variant; the best is kept")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -296,17 +381,26 @@ def main(argv: list[str] | None = None) -> int:
                 for count in workers:
                     kwargs = {"batch_size": batch_size, "workers": count, "prefetch": args.prefetch,
                               "device": args.device}
-                    results.append(bench_ours(data_cfg, **kwargs) if num_ranks == 1
-                                   else bench_ours_ranks(data_cfg, ranks=num_ranks, **kwargs))
-                    print(f"  {results[-1]['loader']}: batch {batch_size}, {count} threads: "
-                          f"{results[-1]['rows'] / results[-1]['wall_s']:,.0f} rows/s", flush=True)
-                    if reference:
-                        results[-1]["vs_torchrec"] = reference["wall_s"] / results[-1]["wall_s"]
+                    compare = num_ranks == 1 and args.checks == "compare"
+                    for checks in [", checks off", "", CHECKS_FIRST] if compare else [""]:
+                        if num_ranks > 1:
+                            results.append(bench_ours_ranks(data_cfg, ranks=num_ranks, **kwargs))
+                        else:  # the comparison keeps the best of --repeats epochs of each variant
+                            runs = [bench_ours(data_cfg, checks=checks, **kwargs)
+                                    for _ in range(args.repeats if compare else 1)]
+                            results.append(min(runs, key=lambda r: r["wall_s"]))
+                        print(f"  {results[-1]['loader']}: batch {batch_size}, {count} threads: "
+                              f"{results[-1]['rows'] / results[-1]['wall_s']:,.0f} rows/s", flush=True)
+                        if reference:
+                            results[-1]["vs_torchrec"] = reference["wall_s"] / results[-1]["wall_s"]
+        breakdown = check_breakdown(data_cfg, args.repeats) if args.checks == "compare" else None
     for r in results:
         r["rows_per_s"] = r["rows"] / r["wall_s"]
         r["rows_per_cpu_s"] = r["rows"] / r["cpu_s"]
     meta = {
         **machine,
+        "check_breakdown": breakdown,
+        "repeats": args.repeats,
         "rows": args.rows,
         "row_group_rows": args.row_group_rows,
         "compression": args.compression,

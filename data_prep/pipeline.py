@@ -42,7 +42,7 @@ class Plan:
 
 
 def make_plan(cfg: PrepConfig) -> Plan:
-    sources = [inspect_input(i, path, cfg.format) for i, path in enumerate(cfg.ordered_inputs())]
+    sources = [inspect_input(i, path, cfg.format, cfg.dataset) for i, path in enumerate(cfg.ordered_inputs())]
     return Plan(sources=sources, chunks={s.index: plan_chunks(s, cfg.chunk_bytes) for s in sources},
                 holdout=resolve_holdout(cfg.holdout, cfg.dataset))
 

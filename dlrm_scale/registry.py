@@ -2,10 +2,14 @@
 
 A name that is not registered may be a dotted path ``package.module:Attr`` (or ``package.module.Attr``) to a
 user's own class: it is imported on demand, so researchers plug in modules without editing this package.
+Importing runs that module's code, as any ``import`` does: name only modules you trust. What the path names is
+then checked before anything is called: a registry with a ``base`` only returns subclasses of it, so a config
+value can name a plug-in of the declared kind and nothing else (not ``logging:basicConfig``, not
+``torch.hub:load``).
 
 Example::
 
-    INTERACTIONS = Registry("interaction")
+    INTERACTIONS = Registry("interaction", base=Interaction)
 
     @INTERACTIONS.register("dot", "DLRM pairwise dot products")
     class DotInteraction(Interaction): ...
@@ -39,8 +43,11 @@ class Entry(Generic[T]):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    """Entries of one kind; with ``base``, a dotted path must name a subclass of ``base``."""
+
+    def __init__(self, kind: str, *, base: type | None = None) -> None:
         self.kind = kind
+        self.base = base
         self._entries: dict[str, Entry[T]] = {}
 
     def register(self, name: str, description: str = "") -> Callable[[T], T]:
@@ -66,7 +73,13 @@ class Registry(Generic[T]):
         if name in self._entries:
             return self._entries[name].target
         if ":" in name or "." in name:
-            return import_dotted(name, self.kind)
+            target = import_dotted(name, self.kind)
+            if self.base is not None and not (isinstance(target, type) and issubclass(target, self.base)):
+                what = f"the class {target.__module__}.{target.__qualname__}" if isinstance(target, type) else (
+                    f"a {type(target).__name__}")
+                raise RegistryError(f"{self.kind} {name!r} is {what}, not a subclass of "
+                                    f"{self.base.__module__}.{self.base.__qualname__}; refusing to use it")
+            return target
         raise RegistryError(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())} "
                             f"(or give a dotted path such as my_pkg.module:MyClass)")
 

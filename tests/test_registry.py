@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dlrm_scale.registry import Registry, RegistryError
@@ -43,3 +45,52 @@ def test_dotted_paths() -> None:
         reg.get("no_such_pkg.mod:X")
     with pytest.raises(RegistryError, match="has no attribute 'Nope'"):
         reg.get("collections:Nope")
+
+
+def test_a_base_admits_only_its_subclasses() -> None:
+    class Base:
+        pass
+
+    reg: Registry[type] = Registry("widget", base=Base)
+    with pytest.raises(RegistryError, match=r"'collections:OrderedDict' is the class collections.OrderedDict, "
+                                            r"not a subclass of .*Base"):
+        reg.get("collections:OrderedDict")
+    with pytest.raises(RegistryError, match="'os.path:sep' is a str, not a subclass"):
+        reg.get("os.path:sep")
+
+
+# Callables a config once reached: each would act when called (truncate a file, fetch and run a hubconf.py).
+@pytest.mark.parametrize("target", ["logging:basicConfig", "torch.hub:load", "builtins:open"])
+@pytest.mark.parametrize("command", ["config", "plan"])
+def test_interaction_path_to_a_callable_is_refused_before_it_is_called(
+        target: str, command: str, tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    import torch.hub
+
+    from dlrm_scale.cli import main
+
+    calls: list[str] = []
+    monkeypatch.setattr(logging, "basicConfig", lambda *a, **k: calls.append("basicConfig"))
+    monkeypatch.setattr(torch.hub, "load", lambda *a, **k: calls.append("hub.load"))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    params = f'{{filename="{victim}", filemode="w"}}'
+    argv = [command, "--set", f"model.interaction.name={target}", "--set", f"model.interaction.params={params}"]
+    if command == "plan":
+        argv += ["--world-size", "2", "--device", "cpu", "--set", "data.path=", "--set", "data.cardinalities=[10,20]"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dlrm-scale {command}: error: interaction '{target}' is ") and "not a subclass" in err
+    assert err.count("\n") == 1 and calls == [] and victim.read_text() == "precious\n"
+
+
+def test_a_users_interaction_class_is_accepted(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "my_interactions.py").write_text(
+        "from dlrm_scale.models.interactions.dot import DotInteraction\n"
+        "class MyDot(DotInteraction):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from dlrm_scale.models.interactions import build_interaction
+
+    module = build_interaction("my_interactions:MyDot", {}, num_sparse_features=3, embedding_dim=4)
+    assert type(module).__name__ == "MyDot" and module.output_dim > 0

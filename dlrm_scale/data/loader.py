@@ -88,7 +88,8 @@ def make_loader(data_cfg: DataConfig, *, split: str, batch_size: int, rank: int,
     if data_cfg.source == "parquet":
         manifest = Manifest.load(data_cfg.path)
         check_compatible(manifest, data_cfg)
-        source: RowSource = ParquetSource(data_cfg.path, manifest, split)
+        source: RowSource = ParquetSource(data_cfg.path, manifest, split, train=train, verify=data_cfg.verify,
+                                          check_values=data_cfg.check_values)
         num_sparse, num_dense = len(manifest.sparse_columns), len(manifest.dense_columns)
     else:
         num_sparse, num_dense = len(data_cfg.cardinalities), data_cfg.num_dense

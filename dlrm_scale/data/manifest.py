@@ -17,6 +17,7 @@ Shard paths in the manifest are relative to ``DIR``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -26,6 +27,17 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+UNLABELED_SPLIT = "unlabeled"  # rows of an input file without labels (label -1): scored, never trained on
+_HASH_BLOCK = 8 << 20
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The file's sha256 as prep records it for every shard."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class ManifestError(ValueError):

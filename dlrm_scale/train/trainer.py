@@ -33,6 +33,7 @@ from dlrm_scale.metrics import MetricsLogger, Progress, ThroughputMeter, write_l
 from dlrm_scale.train.build import DistEnv
 from dlrm_scale.train.debug import DebugHooks, row_keys
 from dlrm_scale.train.evaluate import EvalMetrics, evaluate
+from dlrm_scale.train.nonfinite import GuardedOptimizer, NonFiniteGuard
 from dlrm_scale.train.steps import BatchRunner
 
 
@@ -98,7 +99,10 @@ class Trainer:
         self.checkpointer = checkpointer
         self.logger = logger
         self.hooks = hooks or DebugHooks(out_dir=cfg.train.out_dir, rank=env.rank, environ={})
-        self.runner = BatchRunner(model, optimizer, env.device, pipelined=cfg.train.pipeline)
+        # the runner steps the optimizer through the non-finite guard (train.on_nonfinite)
+        guarded = GuardedOptimizer(optimizer, skip=cfg.train.on_nonfinite == "skip_batch")
+        self.nonfinite = NonFiniteGuard(guarded, device=env.device)
+        self.runner = BatchRunner(model, guarded, env.device, pipelined=cfg.train.pipeline)
         self.state = TrainState(world_size=env.world_size)
         self.last_eval: EvalMetrics | None = None
         self._last_eval_step = -1
@@ -153,8 +157,12 @@ class Trainer:
             self.scheduler.step()
             self.state.step += 1
             steps += 1
-            self._window_loss += out.loss.double() * out.mask.numel()
-            self._window_rows += out.mask.sum().double()
+            if self.nonfinite.after_step(self.state.step, out.loss):
+                self._window_loss += out.loss.double() * out.mask.numel()
+                self._window_rows += out.mask.sum().double()
+            elif self.env.rank == 0:
+                write_line(f"step {self.state.step}: non-finite dense gradient norm, batch skipped "
+                           f"({self.nonfinite.skipped} so far)")
             self.progress.update()
             self.hooks.after_step(step=self.state.step, epoch=self.state.epoch, rows=rows)
             if _due(self.state.step, self.cfg.train.log_every_steps):
@@ -194,7 +202,9 @@ class Trainer:
         return min(total, self.cfg.train.max_steps) if self.cfg.train.max_steps > 0 else total
 
     def _flush_window(self) -> tuple[float, int]:
-        """Sums the loss and row counts since the last flush over all ranks; returns (mean loss, rows)."""
+        """Sums the loss and row counts since the last flush over all ranks; returns (mean loss, rows). Stops the
+        run first if any step so far was not finite (so no evaluation or checkpoint follows a bad step)."""
+        self.nonfinite.check(newest_checkpoint=self.checkpointer.latest)
         totals = torch.stack([self._window_loss, self._window_rows])
         dist.all_reduce(totals)
         loss_sum, rows = totals.tolist()
@@ -208,7 +218,7 @@ class Trainer:
     def _log_train(self) -> None:
         loss, _ = self._flush_window()
         values = {"epoch": self.state.epoch, "loss": loss, "samples_per_s": self.meter.rate(),
-                  "samples": self.state.samples, "lr": self._lr}
+                  "samples": self.state.samples, "lr": self._lr, "skipped_batches": self.nonfinite.skipped}
         self.progress.set_postfix(loss=loss, samples_per_s=values["samples_per_s"])
         self.logger.log("train", self.state.step, values)
 
@@ -228,7 +238,7 @@ class Trainer:
                                   "samples": self.state.samples,
                                   "samples_per_s": self._run_samples / self._train_seconds
                                   if self._train_seconds > 0 else math.nan,
-                                  "train_seconds": self._train_seconds}
+                                  "train_seconds": self._train_seconds, "skipped_batches": self.nonfinite.skipped}
         if self.last_eval is not None:
             values.update({f"eval_{k}": v for k, v in self.last_eval.as_dict().items()})
         return values

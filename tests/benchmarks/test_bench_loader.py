@@ -15,7 +15,7 @@ from benchmarks.bench_loader import main
 def test_one_and_two_ranks_read_every_row_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--rows", "30000", "--batch-sizes", "4096", "--workers", "1", "--ranks", "1,2", "--device", "cpu",
                  "--shard-rows", "10000", "--row-group-rows", "2500", "--data-dir", str(tmp_path),
-                 "--out", str(tmp_path / "results")]) == 0
+                 "--repeats", "1", "--out", str(tmp_path / "results")]) == 0
     [json_path] = (tmp_path / "results").glob("loader_onehot_snappy_*.json")
     records = json.loads(json_path.read_text())["results"]
     by_ranks = {r["ranks"]: r for r in records if r["loader"].startswith("ours")}
@@ -27,6 +27,9 @@ def test_one_and_two_ranks_read_every_row_once(tmp_path: Path, capsys: pytest.Ca
     assert reference["rows"] == 30000
     markdown = json_path.with_suffix(".md").read_text()
     assert "2 processes" in markdown and "Goal on the GPU node" in markdown
+    checks = {r["checks"] for r in records if r["loader"].startswith("ours") and r["ranks"] == 1}
+    assert checks == {"on", "off", ", checks on, first epoch (+ sha256)"}
+    assert "Cost of the trust checks" in markdown and "value checks" in markdown and "sha256 of the" in markdown
     assert "rows/s" in capsys.readouterr().out
 
 

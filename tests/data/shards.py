@@ -16,7 +16,7 @@ import torch
 
 from dlrm_scale.config import DataConfig, dense_feature_names, sparse_feature_names
 from dlrm_scale.data.batch import Batch
-from dlrm_scale.data.manifest import Manifest, Shard, Split
+from dlrm_scale.data.manifest import Manifest, Shard, Split, sha256_file
 
 CARD = 1000
 NUM_DENSE = 13
@@ -60,7 +60,8 @@ def write_dataset(root: Path, splits: dict[str, list[list[int]]], *, multi_hot: 
                     writer.write_table(make_table(np.arange(next_id, next_id + size), multi_hot=multi_hot),
                                        row_group_size=max(size, 1))
                     next_id += size
-            entries.append(Shard(path=relative, rows=sum(group_sizes), row_groups=len(group_sizes), sha256="0" * 64))
+            entries.append(Shard(path=relative, rows=sum(group_sizes), row_groups=len(group_sizes),
+                                 sha256=sha256_file(root / relative)))
         manifest_splits[split] = Split(rows=sum(s.rows for s in entries), shards=entries)
     Manifest(dataset="test", encoding="hash", max_ind_range=CARD, min_frequency=1, dense_transform="log1p",
              dense_columns=DENSE, sparse_columns=SPARSE, cardinalities=[CARD] * NUM_SPARSE, multi_hot=multi_hot,

@@ -112,7 +112,8 @@ def test_truncated_gzip_is_named(tmp_path, capsys) -> None:
 def test_layout_errors(tmp_path, capsys) -> None:
     odd = write_lines(tmp_path / "odd.tsv", ["1\t2\t3"])
     assert prep("--input", odd, "--out", tmp_path / "a") == 1
-    assert f"{odd}: first line has 3 tab-separated fields; expected 40" in capsys.readouterr().err
+    assert f"{odd}: of 1 sampled lines, 1 lines with 3 tab-separated fields; expected most to have 40" in (
+        capsys.readouterr().err)
     header = write_lines(tmp_path / "h.csv", ["0," * 39 + "0"], header="label,I1,foo")
     assert prep("--input", header, "--out", tmp_path / "b") == 1
     assert "header has unknown columns ['foo']" in capsys.readouterr().err
@@ -153,3 +154,27 @@ def test_empty_lines_are_bad_lines(tmp_path, labeled, newline) -> None:
     assert why == [f"{path}:1: empty line", f"{path}:201: empty line"]
     good = [fields for i, fields in enumerate(split_fields([line.rstrip("\r") for line in lines])) if i not in (0, 200)]
     assert_rows_equal(read_split(out, "train" if labeled else "unlabeled"), reference(good, labeled=labeled))
+
+
+@pytest.mark.parametrize("dataset", ["terabyte", "auto"])
+def test_a_short_first_line_is_the_bad_line_not_the_layout(tmp_path, capsys, dataset) -> None:
+    """A day file whose first line lost its trailing empty C26 field: it was taken as the 39-field unlabeled
+    layout (skip mode quarantined every good row and kept the broken line as a shifted row; error mode blamed
+    line 2). The layout now comes from the dataset's convention or the majority of sampled lines."""
+    lines = random_lines(400, seed=21)
+    lines[0] = _corrupt(lines[0], "fields")
+    path = write_lines(tmp_path / "day_0", lines)
+    assert prep("--input", path, "--out", tmp_path / "err", "--dataset", dataset, "--holdout", "none", *SMALL) == 1
+    assert f"{path}:1: 39 fields; expected 40" in capsys.readouterr().err
+    out = tmp_path / "skip"
+    assert prep("--input", path, "--out", out, "--dataset", dataset, "--on-bad-line", "skip",
+                "--holdout", "none", *SMALL) == 0
+    assert Manifest.load(out).bad_lines_skipped == 1
+    assert_rows_equal(read_split(out, "train"), reference(split_fields(lines[1:]), labeled=True))
+
+
+def test_a_role_that_contradicts_the_lines_is_refused(tmp_path, capsys) -> None:
+    path = write_lines(tmp_path / "test.txt", random_lines(50, seed=3))  # Kaggle's test.txt has no labels
+    assert prep("--input", path, "--out", tmp_path / "out", "--dataset", "kaggle") == 1
+    assert (f"{path}: 50 of 50 sampled lines have 40 tab-separated fields, but an unlabeled file of the kaggle "
+            "dataset has 39") in capsys.readouterr().err

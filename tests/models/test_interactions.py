@@ -129,20 +129,26 @@ def test_dotted_path_loads_a_module_outside_the_package(tmp_path: Path, monkeypa
         import torch
         from torch import nn
 
-        class SumInteraction(nn.Module):
-            """Does not subclass Interaction: the contract is forward(dense, sparse) plus output_dim."""
+        from dlrm_scale.models.interactions import Interaction
 
+        class SumInteraction(Interaction):
             def __init__(self, *, num_sparse_features, embedding_dim, scale=1.0):
-                super().__init__()
+                super().__init__(num_sparse_features=num_sparse_features, embedding_dim=embedding_dim)
                 self.scale = scale
                 self.output_dim = embedding_dim
 
             def forward(self, dense, sparse):
                 return self.scale * (dense + sparse.sum(dim=1))
 
-        class NoWidth(nn.Module):
+        class NoWidth(Interaction):
+            pass
+
+        class NotAnInteraction(nn.Module):
+            """Right shape, wrong kind: a dotted path may only name an Interaction subclass."""
+
             def __init__(self, *, num_sparse_features, embedding_dim):
                 super().__init__()
+                self.output_dim = embedding_dim
     '''))
     monkeypatch.syspath_prepend(str(tmp_path))
     for path in ("my_research_mod:SumInteraction", "my_research_mod.SumInteraction"):
@@ -151,6 +157,8 @@ def test_dotted_path_loads_a_module_outside_the_package(tmp_path: Path, monkeypa
         torch.testing.assert_close(module(dense, sparse), 2.0 * (dense + sparse.sum(dim=1)))
     with pytest.raises(TypeError, match="output_dim"):
         build_interaction("my_research_mod:NoWidth", {}, num_sparse_features=3, embedding_dim=4)
+    with pytest.raises(RegistryError, match="NotAnInteraction, not a subclass of .*Interaction"):
+        build_interaction("my_research_mod:NotAnInteraction", {}, num_sparse_features=3, embedding_dim=4)
     with pytest.raises(RegistryError, match="has no attribute 'Missing'"):
         build_interaction("my_research_mod:Missing", {}, num_sparse_features=3, embedding_dim=4)
 

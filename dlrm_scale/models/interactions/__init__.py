@@ -2,7 +2,8 @@
 
 ``build_interaction("dcnv2", {"num_layers": 3}, num_sparse_features=26, embedding_dim=128)`` builds one from the
 config's ``model.interaction`` (a registered name or a dotted path ``my_pkg.mod:MyInteraction``), checking its
-params against the constructor so a typo names the module and the params it accepts.
+params against the constructor so a typo names the module and the params it accepts. A dotted path must name a
+subclass of :class:`Interaction`, checked before it is called (importing the module runs its code).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 from dlrm_scale.models.interactions.base import Interaction
 from dlrm_scale.registry import Registry
 
-INTERACTIONS: Registry[type[Interaction]] = Registry("interaction")
+INTERACTIONS: Registry[type[Interaction]] = Registry("interaction", base=Interaction)
 
 __all__ = ["INTERACTIONS", "Interaction", "build_interaction", "load_builtin"]
 
@@ -43,7 +44,8 @@ def build_interaction(name: str, params: Mapping[str, Any], *, num_sparse_featur
                       embedding_dim: int) -> nn.Module:
     """``INTERACTIONS.get(name)(num_sparse_features=F, embedding_dim=D, **params)``, validated.
 
-    Raises :class:`~dlrm_scale.registry.RegistryError` for an unknown name (listing the registered ones),
+    Raises :class:`~dlrm_scale.registry.RegistryError` for an unknown name (listing the registered ones) or a
+    dotted path to anything but an :class:`Interaction` subclass (nothing of it is called),
     ``TypeError`` when ``params`` do not fit the constructor (naming the accepted ones), and ``TypeError`` when
     the result is not an ``nn.Module`` with a positive integer ``output_dim``.
     """
