@@ -78,10 +78,11 @@ def test_interaction_path_to_a_callable_is_refused_before_it_is_called(
     params = f'{{filename="{victim}", filemode="w"}}'
     argv = [command, "--set", f"model.interaction.name={target}", "--set", f"model.interaction.params={params}"]
     if command == "plan":
-        argv += ["--world-size", "2", "--device", "cpu", "--set", "data.path=", "--set", "data.cardinalities=[10,20]"]
+        argv += ["--world-size", "2", "--device", "cpu", "--set", "data.source=synthetic", "--set", "data.cardinalities=[10,20]"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"dlrm-scale {command}: error: interaction '{target}' is ") and "not a subclass" in err
+    assert err.startswith(f"dlrm-scale {command}: error: ") and f"interaction '{target}' is " in err
+    assert "not a subclass" in err
     assert err.count("\n") == 1 and calls == [] and victim.read_text() == "precious\n"
 
 

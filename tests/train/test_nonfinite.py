@@ -63,7 +63,7 @@ def test_a_run_whose_loss_becomes_nan_stops_and_keeps_its_checkpoint(tmp_path: P
     """A learning rate of 1e19 (dense Adagrad: steps of about lr) makes step 2's forward overflow; before the
     guard the run went on to the end, exit 0, writing NaN checkpoints."""
     out = tmp_path / "run"
-    settings = ["data.path=", "data.cardinalities=[50,60,70]", "data.synthetic_rows=640", "train.batch_size=32",
+    settings = ["data.source=synthetic", "data.cardinalities=[50,60,70]", "data.synthetic_rows=640", "train.batch_size=32",
                 "train.epochs=1", "train.checkpoint_every_steps=1", "train.keep_checkpoints=1",
                 "train.log_every_steps=1", "train.progress=false", "optimizer.dense.lr=1e19",
                 "model.embedding_dim=4", "model.bottom_mlp=[8,4]", "model.top_mlp=[8,1]", f"train.out_dir={out}"]
@@ -87,7 +87,7 @@ def test_a_run_whose_loss_becomes_nan_stops_and_keeps_its_checkpoint(tmp_path: P
 def test_under_torchrun_every_rank_ends_with_one_line_and_status_2(tmp_path: Path) -> None:
     from tests.dist_utils import run_torchrun
 
-    settings = ["data.path=", "data.cardinalities=[50,60,70]", "data.synthetic_rows=640", "train.batch_size=32",
+    settings = ["data.source=synthetic", "data.cardinalities=[50,60,70]", "data.synthetic_rows=640", "train.batch_size=32",
                 "train.epochs=1", "train.log_every_steps=1", "train.progress=false", "optimizer.dense.lr=1e19",
                 "model.embedding_dim=4", "model.bottom_mlp=[8,4]", "model.top_mlp=[8,1]",
                 f"train.out_dir={tmp_path / 'run'}"]

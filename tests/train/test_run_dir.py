@@ -44,6 +44,7 @@ def test_resume_of_another_configuration_is_refused_before_reading_the_checkpoin
     checkpoint = tmp_path / "checkpoints" / "ckpt-00000004"
     checkpoint.mkdir(parents=True)
     (checkpoint / ".metadata").write_bytes(b"")
+    (checkpoint / "manifest.json").write_text("{}")  # a complete checkpoint has DCP metadata and a manifest
     saved = load_config("tiny_cpu", [f"train.out_dir={tmp_path}"])
     (checkpoint / "config.toml").write_text(to_toml(saved))
     changed = load_config("tiny_cpu", [f"train.out_dir={tmp_path}", "model.interaction.name=cat",
