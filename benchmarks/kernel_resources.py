@@ -60,7 +60,8 @@ def compile_kernel(kernel, *, dtype: str, features: int, dim: int, config: Launc
     constexprs = {"SELF_INTERACTION": False, "COMPUTE": tl_dtype,
                   "PRECISION": dot_triton._precision(torch_dtype), "WIDEN_DOT": False,
                   "BLOCK_B": config.block_b, "BLOCK_F": block_fields(features),
-                  "BLOCK_D": config.block_d, "BLOCK_PAD": triton.next_power_of_2(padding) if padding else 0}
+                  "BLOCK_D": config.block_d, "BLOCK_PAD": triton.next_power_of_2(padding) if padding else 0,
+                  "PERSISTENT": config.programs_per_sm > 0}
     signature, attrs = {}, {}
     for index, name in enumerate(inspect.signature(kernel.fn).parameters):
         if name in constexprs:
@@ -140,18 +141,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_report(records: list[dict], out: Path, *, arch: int) -> None:
-    stem = out / f"kernel_resources_triton-{triton.__version__}"
+    stem = f"kernel_resources_triton-{triton.__version__}"
     out.mkdir(parents=True, exist_ok=True)
     meta = {"triton": triton.__version__, "torch": torch.__version__, "arch": arch}
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
     rows = [[str(v) for v in (r["dtype"], r["features"], r["dim"], r["kernel"], r["config"], r["registers"],
                                r["stack_bytes"], r["shared_bytes"])] for r in records]
     table = markdown_table(["dtype", "F", "D", "kernel", "config", "registers", "stack (spill) B", "shared B"], rows)
-    stem.with_suffix(".md").write_text(f"# Fused dot-interaction kernels: sm_{arch} resources, Triton "
+    (out / f"{stem}.md").write_text(f"# Fused dot-interaction kernels: sm_{arch} resources, Triton "
                                        f"{triton.__version__}\n\nEvery candidate launch configuration "
                                        f"(`candidates(F, D, dtype)`), compiled without a GPU by "
                                        f"`benchmarks/kernel_resources.py`.\n\n{table}\n")
-    print(f"wrote {stem}.json and .md")
+    print(f"wrote {out / stem}.json and .md")
 
 
 if __name__ == "__main__":

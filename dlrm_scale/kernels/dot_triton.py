@@ -21,8 +21,8 @@ X once, writes ``d dense`` and ``d sparse`` once.
 Dense and sparse may differ in dtype (fp32 / bf16 / fp16); both are cast to the compute dtype on load, products
 accumulate in fp32, and results are cast to each output's dtype on store.
 
-Each program loops over blocks of samples ``tile = program_id, program_id + programs, …``: one block per program
-when the grid has a program per block, several with a persistent grid. The launch configuration is chosen per
+A program handles one block of ``BLOCK_B`` samples, or with ``PERSISTENT`` (a persistent grid of a few programs per
+multiprocessor) the blocks ``program_id, program_id + programs, …``. The launch configuration is chosen per
 shape by :mod:`dlrm_scale.kernels.launch_configs` (timed once on a GPU, the heuristic default elsewhere).
 """
 
@@ -62,44 +62,108 @@ def _load_fields(dense_ptr, sparse_ptr, samples, fields, dims, num_samples, F, D
 
 
 @triton.jit
-def _dot_forward_kernel(dense_ptr, sparse_ptr, out_ptr, B, F, D, num_pairs, output_dim,
-                        stride_dense, stride_sparse_b, stride_sparse_f, stride_out,
-                        SELF_INTERACTION: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
-                        WIDEN_DOT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_F: tl.constexpr,
-                        BLOCK_D: tl.constexpr, BLOCK_PAD: tl.constexpr):
+def _forward_block(dense_ptr, sparse_ptr, out_ptr, block, B, F, D, num_pairs, output_dim, stride_dense,
+                   stride_sparse_b, stride_sparse_f, stride_out, SELF_INTERACTION: tl.constexpr,
+                   COMPUTE: tl.constexpr, PRECISION: tl.constexpr, WIDEN_DOT: tl.constexpr, BLOCK_B: tl.constexpr,
+                   BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_PAD: tl.constexpr):
+    """The forward of samples ``block * BLOCK_B …`` (up to BLOCK_B of them)."""
+    # 64-bit arithmetic once per block (the batch may exceed 2^31 elements); offsets inside it are 32-bit.
+    first = tl.cast(block, tl.int64) * BLOCK_B
+    dense_ptr += first * stride_dense
+    sparse_ptr += first * stride_sparse_b
+    out_ptr += first * stride_out
+    num_samples = tl.minimum(B - first, BLOCK_B).to(tl.int32)
     samples = tl.arange(0, BLOCK_B)[:, None, None]
     fields = tl.arange(0, BLOCK_F)[None, :, None]
+    gram = tl.zeros((BLOCK_B, BLOCK_F, BLOCK_F), dtype=tl.float32)
+    for start in range(0, D, BLOCK_D):
+        dims = start + tl.arange(0, BLOCK_D)[None, None, :]
+        tile, dense_rows = _load_fields(dense_ptr, sparse_ptr, samples, fields, dims, num_samples, F, D,
+                                        stride_dense, stride_sparse_b, stride_sparse_f, COMPUTE)
+        if WIDEN_DOT:
+            tile = tile.to(tl.float32)
+        gram = tl.dot(tile, tl.permute(tile, (0, 2, 1)), gram, input_precision=PRECISION)
+        # Dense passthrough as stored (not the compute-dtype tile): exactly the reference's concat.
+        tl.store(out_ptr + samples * stride_out + dims, dense_rows.to(out_ptr.dtype.element_ty),
+                 mask=(samples < num_samples) & (dims < D))
     cols = tl.arange(0, BLOCK_F)[None, None, :]
     if SELF_INTERACTION:
         kept = fields <= cols
     else:
         kept = fields < cols
+    kept = kept & (cols <= F) & (samples < num_samples)
     position = D + _pair_position(fields, cols, F + 1, SELF_INTERACTION)
-    for tile_index in range(tl.program_id(0), tl.cdiv(B, BLOCK_B), tl.num_programs(0)):
-        # 64-bit arithmetic once per block (the batch may exceed 2^31 elements); offsets inside it are 32-bit.
-        first = tl.cast(tile_index, tl.int64) * BLOCK_B
-        dense_block = dense_ptr + first * stride_dense
-        sparse_block = sparse_ptr + first * stride_sparse_b
-        out_block = out_ptr + first * stride_out
-        num_samples = tl.minimum(B - first, BLOCK_B).to(tl.int32)
-        gram = tl.zeros((BLOCK_B, BLOCK_F, BLOCK_F), dtype=tl.float32)
-        for start in range(0, D, BLOCK_D):
-            dims = start + tl.arange(0, BLOCK_D)[None, None, :]
-            tile, dense_rows = _load_fields(dense_block, sparse_block, samples, fields, dims, num_samples, F, D,
-                                            stride_dense, stride_sparse_b, stride_sparse_f, COMPUTE)
-            if WIDEN_DOT:
-                tile = tile.to(tl.float32)
-            gram = tl.dot(tile, tl.permute(tile, (0, 2, 1)), gram, input_precision=PRECISION)
-            # Dense passthrough as stored (not the compute-dtype tile): exactly the reference's concat.
-            tl.store(out_block + samples * stride_out + dims, dense_rows.to(out_ptr.dtype.element_ty),
-                     mask=(samples < num_samples) & (dims < D))
-        tl.store(out_block + samples * stride_out + position, gram.to(out_ptr.dtype.element_ty),
-                 mask=kept & (cols <= F) & (samples < num_samples))
-        if BLOCK_PAD > 0:
-            rows = tl.arange(0, BLOCK_B)[:, None]
-            pad = D + num_pairs + tl.arange(0, BLOCK_PAD)[None, :]
-            zeros = tl.zeros((BLOCK_B, BLOCK_PAD), dtype=out_ptr.dtype.element_ty)
-            tl.store(out_block + rows * stride_out + pad, zeros, mask=(rows < num_samples) & (pad < output_dim))
+    tl.store(out_ptr + samples * stride_out + position, gram.to(out_ptr.dtype.element_ty), mask=kept)
+    if BLOCK_PAD > 0:
+        rows = tl.arange(0, BLOCK_B)[:, None]
+        pad = D + num_pairs + tl.arange(0, BLOCK_PAD)[None, :]
+        zeros = tl.zeros((BLOCK_B, BLOCK_PAD), dtype=out_ptr.dtype.element_ty)
+        tl.store(out_ptr + rows * stride_out + pad, zeros, mask=(rows < num_samples) & (pad < output_dim))
+
+
+@triton.jit
+def _dot_forward_kernel(dense_ptr, sparse_ptr, out_ptr, B, F, D, num_pairs, output_dim,
+                        stride_dense, stride_sparse_b, stride_sparse_f, stride_out,
+                        SELF_INTERACTION: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+                        WIDEN_DOT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_F: tl.constexpr,
+                        BLOCK_D: tl.constexpr, BLOCK_PAD: tl.constexpr, PERSISTENT: tl.constexpr):
+    if PERSISTENT:
+        for block in range(tl.program_id(0), tl.cdiv(B, BLOCK_B), tl.num_programs(0)):
+            _forward_block(dense_ptr, sparse_ptr, out_ptr, block, B, F, D, num_pairs, output_dim, stride_dense,
+                           stride_sparse_b, stride_sparse_f, stride_out, SELF_INTERACTION, COMPUTE, PRECISION,
+                           WIDEN_DOT, BLOCK_B, BLOCK_F, BLOCK_D, BLOCK_PAD)
+    else:
+        _forward_block(dense_ptr, sparse_ptr, out_ptr, tl.program_id(0), B, F, D, num_pairs, output_dim,
+                       stride_dense, stride_sparse_b, stride_sparse_f, stride_out, SELF_INTERACTION, COMPUTE,
+                       PRECISION, WIDEN_DOT, BLOCK_B, BLOCK_F, BLOCK_D, BLOCK_PAD)
+
+
+@triton.jit
+def _backward_block(grad_out_ptr, dense_ptr, sparse_ptr, grad_dense_ptr, grad_sparse_ptr, block, B, F, D,
+                    stride_grad_out, stride_dense, stride_sparse_b, stride_sparse_f, stride_grad_dense,
+                    stride_grad_sparse_b, stride_grad_sparse_f, SELF_INTERACTION: tl.constexpr,
+                    COMPUTE: tl.constexpr, PRECISION: tl.constexpr, WIDEN_DOT: tl.constexpr,
+                    BLOCK_B: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The backward of samples ``block * BLOCK_B …`` (up to BLOCK_B of them)."""
+    first = tl.cast(block, tl.int64) * BLOCK_B
+    grad_out_ptr += first * stride_grad_out
+    dense_ptr += first * stride_dense
+    sparse_ptr += first * stride_sparse_b
+    grad_dense_ptr += first * stride_grad_dense
+    grad_sparse_ptr += first * stride_grad_sparse_b
+    num_samples = tl.minimum(B - first, BLOCK_B).to(tl.int32)
+    samples = tl.arange(0, BLOCK_B)[:, None, None]
+    fields = tl.arange(0, BLOCK_F)[None, :, None]
+    cols = tl.arange(0, BLOCK_F)[None, None, :]
+    low = tl.minimum(fields, cols)
+    high = tl.maximum(fields, cols)
+    paired = (high <= F) & (samples < num_samples)
+    if not SELF_INTERACTION:
+        paired = paired & (fields != cols)
+    position = D + _pair_position(low, high, F + 1, SELF_INTERACTION)
+    # S + S^T gathered in one load: entry (i, j) and (j, i) both read pair (min, max)'s gradient.
+    symmetric = tl.load(grad_out_ptr + samples * stride_grad_out + position, mask=paired, other=0.0)
+    symmetric = symmetric.to(tl.float32)
+    if SELF_INTERACTION:
+        symmetric = tl.where(fields == cols, 2.0 * symmetric, symmetric)
+    symmetric = symmetric.to(COMPUTE)
+    if WIDEN_DOT:
+        symmetric = symmetric.to(tl.float32)
+    for start in range(0, D, BLOCK_D):
+        dims = start + tl.arange(0, BLOCK_D)[None, None, :]
+        tile, _ = _load_fields(dense_ptr, sparse_ptr, samples, fields, dims, num_samples, F, D, stride_dense,
+                               stride_sparse_b, stride_sparse_f, COMPUTE)
+        if WIDEN_DOT:
+            tile = tile.to(tl.float32)
+        grad_fields = tl.dot(symmetric, tile, input_precision=PRECISION)  # (BLOCK_B, BLOCK_F, BLOCK_D), fp32
+        in_range = (samples < num_samples) & (dims < D)
+        passthrough = tl.load(grad_out_ptr + samples * stride_grad_out + dims, mask=in_range, other=0.0)
+        grad_fields += tl.where(fields == 0, passthrough.to(tl.float32), 0.0)
+        # Row 0 to d dense, rows 1..F to d sparse: two masked stores (their dtypes may differ).
+        tl.store(grad_dense_ptr + samples * stride_grad_dense + dims + fields * 0,
+                 grad_fields.to(grad_dense_ptr.dtype.element_ty), mask=in_range & (fields == 0))
+        tl.store(grad_sparse_ptr + samples * stride_grad_sparse_b + (fields - 1) * stride_grad_sparse_f + dims,
+                 grad_fields.to(grad_sparse_ptr.dtype.element_ty), mask=in_range & (fields >= 1) & (fields <= F))
 
 
 @triton.jit
@@ -108,48 +172,18 @@ def _dot_backward_kernel(grad_out_ptr, dense_ptr, sparse_ptr, grad_dense_ptr, gr
                          stride_grad_sparse_b, stride_grad_sparse_f,
                          SELF_INTERACTION: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
                          WIDEN_DOT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_F: tl.constexpr,
-                         BLOCK_D: tl.constexpr):
-    samples = tl.arange(0, BLOCK_B)[:, None, None]
-    fields = tl.arange(0, BLOCK_F)[None, :, None]
-    cols = tl.arange(0, BLOCK_F)[None, None, :]
-    low = tl.minimum(fields, cols)
-    high = tl.maximum(fields, cols)
-    position = D + _pair_position(low, high, F + 1, SELF_INTERACTION)
-    for tile_index in range(tl.program_id(0), tl.cdiv(B, BLOCK_B), tl.num_programs(0)):
-        first = tl.cast(tile_index, tl.int64) * BLOCK_B
-        grad_out_block = grad_out_ptr + first * stride_grad_out
-        dense_block = dense_ptr + first * stride_dense
-        sparse_block = sparse_ptr + first * stride_sparse_b
-        grad_dense_block = grad_dense_ptr + first * stride_grad_dense
-        grad_sparse_block = grad_sparse_ptr + first * stride_grad_sparse_b
-        num_samples = tl.minimum(B - first, BLOCK_B).to(tl.int32)
-        paired = (high <= F) & (samples < num_samples)
-        if not SELF_INTERACTION:
-            paired = paired & (fields != cols)
-        # S + S^T gathered in one load: entry (i, j) and (j, i) both read pair (min, max)'s gradient.
-        symmetric = tl.load(grad_out_block + samples * stride_grad_out + position, mask=paired, other=0.0)
-        symmetric = symmetric.to(tl.float32)
-        if SELF_INTERACTION:
-            symmetric = tl.where(fields == cols, 2.0 * symmetric, symmetric)
-        symmetric = symmetric.to(COMPUTE)
-        if WIDEN_DOT:
-            symmetric = symmetric.to(tl.float32)
-        for start in range(0, D, BLOCK_D):
-            dims = start + tl.arange(0, BLOCK_D)[None, None, :]
-            tile, _ = _load_fields(dense_block, sparse_block, samples, fields, dims, num_samples, F, D,
-                                   stride_dense, stride_sparse_b, stride_sparse_f, COMPUTE)
-            if WIDEN_DOT:
-                tile = tile.to(tl.float32)
-            grad_fields = tl.dot(symmetric, tile, input_precision=PRECISION)  # (BLOCK_B, BLOCK_F, BLOCK_D), fp32
-            in_range = (samples < num_samples) & (dims < D)
-            passthrough = tl.load(grad_out_block + samples * stride_grad_out + dims, mask=in_range, other=0.0)
-            grad_fields += tl.where(fields == 0, passthrough.to(tl.float32), 0.0)
-            # Row 0 to d dense, rows 1..F to d sparse: two masked stores (their dtypes may differ).
-            tl.store(grad_dense_block + samples * stride_grad_dense + dims + fields * 0,
-                     grad_fields.to(grad_dense_ptr.dtype.element_ty), mask=in_range & (fields == 0))
-            tl.store(grad_sparse_block + samples * stride_grad_sparse_b + (fields - 1) * stride_grad_sparse_f + dims,
-                     grad_fields.to(grad_sparse_ptr.dtype.element_ty),
-                     mask=in_range & (fields >= 1) & (fields <= F))
+                         BLOCK_D: tl.constexpr, PERSISTENT: tl.constexpr):
+    if PERSISTENT:
+        for block in range(tl.program_id(0), tl.cdiv(B, BLOCK_B), tl.num_programs(0)):
+            _backward_block(grad_out_ptr, dense_ptr, sparse_ptr, grad_dense_ptr, grad_sparse_ptr, block, B, F, D,
+                            stride_grad_out, stride_dense, stride_sparse_b, stride_sparse_f, stride_grad_dense,
+                            stride_grad_sparse_b, stride_grad_sparse_f, SELF_INTERACTION, COMPUTE, PRECISION,
+                            WIDEN_DOT, BLOCK_B, BLOCK_F, BLOCK_D)
+    else:
+        _backward_block(grad_out_ptr, dense_ptr, sparse_ptr, grad_dense_ptr, grad_sparse_ptr, tl.program_id(0), B,
+                        F, D, stride_grad_out, stride_dense, stride_sparse_b, stride_sparse_f, stride_grad_dense,
+                        stride_grad_sparse_b, stride_grad_sparse_f, SELF_INTERACTION, COMPUTE, PRECISION,
+                        WIDEN_DOT, BLOCK_B, BLOCK_F, BLOCK_D)
 
 
 @triton.jit
@@ -289,7 +323,7 @@ def forward(dense: torch.Tensor, sparse: torch.Tensor, out: torch.Tensor, *, sel
         SELF_INTERACTION=self_interaction, COMPUTE=_TL_DTYPES[compute_dtype], PRECISION=_precision(compute_dtype),
         WIDEN_DOT=_widen_dot(compute_dtype), BLOCK_B=config.block_b, BLOCK_F=block_fields(num_sparse),
         BLOCK_D=config.block_d, BLOCK_PAD=triton.next_power_of_2(padding) if padding else 0,
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        PERSISTENT=config.programs_per_sm > 0, num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
 
@@ -316,6 +350,7 @@ def backward(grad_out: torch.Tensor, dense: torch.Tensor, sparse: torch.Tensor, 
         grad_sparse.stride(0), grad_sparse.stride(1),
         SELF_INTERACTION=self_interaction, COMPUTE=_TL_DTYPES[compute_dtype], PRECISION=_precision(compute_dtype),
         WIDEN_DOT=_widen_dot(compute_dtype), BLOCK_B=config.block_b, BLOCK_F=block_fields(num_sparse),
-        BLOCK_D=config.block_d, num_warps=config.num_warps, num_stages=config.num_stages,
+        BLOCK_D=config.block_d, PERSISTENT=config.programs_per_sm > 0, num_warps=config.num_warps,
+        num_stages=config.num_stages,
     )
     return grad_dense, grad_sparse

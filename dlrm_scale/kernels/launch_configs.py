@@ -9,7 +9,7 @@ per multiprocessor, each looping over blocks) instead of one program per block.
 Triton 3.6 and 3.9 with no spilled register. The first is the heuristic default, what runs where nothing is timed
 (the CPU interpreter). The others hold more samples per program (Hopper wants more bytes in flight per SM than
 two samples' 14 KB): ``block_b`` x2, x4, x8 at a narrower ``block_d``, keeping the X tile about the same size and
-the fp32 Gram / gradient tiles under 64 registers per thread; and persistent variants.
+the fp32 Gram / gradient tiles within a register budget; and, for 16-bit inputs, persistent variants.
 
 :class:`ConfigChooser` picks one per (kernel, F, D, dtype, self-interaction) on a real GPU the way
 ``triton.autotune`` would (each candidate timed once on a fixed synthetic batch, the fastest kept), but keyed on
@@ -29,10 +29,12 @@ from pathlib import Path
 
 import torch
 
-# Elements of X one program holds per step over D: 16-bit inputs and fp32 (whose tiles take twice the registers).
+# Per program, keyed by "16-bit inputs": elements of X held per step over D; elements of the fp32 Gram (forward)
+# or S + S^T (backward) tile (16384: 64 registers per thread at 8 warps; fp32 tiles leave room for half that); and
+# samples. Past these the sm_90 report showed spills (fp32 b=16 at F' = 32: 240 bytes; bf16 b=64 at F' = 16).
 _TILE_ELEMENTS = {True: 8192, False: 4096}
-# fp32 Gram (forward) or S + S^T (backward) elements per program: at most 64 registers per thread at 8 warps.
-_GRAM_ELEMENTS = 16384
+_GRAM_ELEMENTS = {True: 16384, False: 8192}
+_MAX_SAMPLES = {True: 32, False: 8}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,20 +70,24 @@ def candidates(num_sparse: int, dim: int, compute_dtype: torch.dtype) -> list[La
     wide = compute_dtype != torch.float32
     widest = 128 if wide and fields <= 32 else 64 if wide or fields <= 32 else 32
     block_d = max(16, min(_next_power_of_2(dim), widest))
-    block_b = max(1, min(16, _TILE_ELEMENTS[wide] // (fields * block_d), _GRAM_ELEMENTS // (fields * fields)))
+    block_b = max(1, min(_MAX_SAMPLES[wide], 16, _TILE_ELEMENTS[wide] // (fields * block_d),
+                         _GRAM_ELEMENTS[wide] // (fields * fields)))
 
     def config(samples: int, columns: int, programs_per_sm: int = 0) -> LaunchConfig:
         stages = 2 if wide and fields <= 32 and columns < dim else 1
         return LaunchConfig(block_b=samples, block_d=columns, num_warps=8, num_stages=stages,
                             programs_per_sm=programs_per_sm)
 
-    found = [config(block_b, block_d), config(block_b, block_d, programs_per_sm=4)]
+    found = [config(block_b, block_d)]
+    if wide:  # persistent fp32 kernels spilled (the loop-invariant index tiles stay live across blocks)
+        found.append(config(block_b, block_d, programs_per_sm=4))
     for factor in (2, 4, 8):
         samples, columns = block_b * factor, max(16, block_d // factor)
-        if samples * fields * fields > _GRAM_ELEMENTS or samples * fields * columns > 2 * _TILE_ELEMENTS[wide]:
+        if samples > _MAX_SAMPLES[wide] or samples * fields * fields > _GRAM_ELEMENTS[wide] \
+                or samples * fields * columns > 2 * _TILE_ELEMENTS[wide]:
             break
         found.append(config(samples, columns))
-        if factor == 4:
+        if factor == 4 and wide:
             found.append(config(samples, columns, programs_per_sm=2))
     return found
 

@@ -39,13 +39,14 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 @pytest.mark.parametrize(("features", "dim"), SHAPES)
 def test_candidates_hold_more_samples_within_register_budgets(features: int, dim: int, dtype: torch.dtype) -> None:
     options = candidates(features, dim, dtype)
-    assert len(set(options)) == len(options) >= 2
+    assert len(set(options)) == len(options) >= 1
     fields = block_fields(features)
     for option in options:
-        assert option.block_b * fields * fields <= _GRAM_ELEMENTS
+        assert option.block_b * fields * fields <= _GRAM_ELEMENTS[dtype != torch.float32]
         assert option.block_d >= 16 and option.num_warps == 8
-    assert any(option.programs_per_sm for option in options)  # a persistent grid is always among them
-    if dim >= 64:
+    # a persistent grid is among the 16-bit candidates
+    assert any(option.programs_per_sm for option in options) == (dtype != torch.float32)
+    if dim >= 64 and fields <= 32:
         assert max(option.block_b for option in options) >= 2 * options[0].block_b
 
 
@@ -149,7 +150,7 @@ def test_a_compile_error_in_the_first_fused_call_falls_back_with_one_warning(mon
     def broken(dense_ptr, sparse_ptr, out_ptr, B, F, D, num_pairs, output_dim, stride_dense, stride_sparse_b,
                stride_sparse_f, stride_out, SELF_INTERACTION: tl.constexpr, COMPUTE: tl.constexpr,
                PRECISION: tl.constexpr, WIDEN_DOT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_F: tl.constexpr,
-               BLOCK_D: tl.constexpr, BLOCK_PAD: tl.constexpr):
+               BLOCK_D: tl.constexpr, BLOCK_PAD: tl.constexpr, PERSISTENT: tl.constexpr):
         tl.static_assert(BLOCK_B < 0, "forced compile error")
 
     monkeypatch.setattr(dispatch, "fused_supported", lambda dense, sparse: True)
