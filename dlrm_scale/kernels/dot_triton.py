@@ -28,6 +28,8 @@ shape by :mod:`dlrm_scale.kernels.launch_configs` (timed once on a GPU, the heur
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -261,10 +263,11 @@ chooser = ConfigChooser()
 
 def _choose(kernel: str, num_sparse: int, dim: int, compute_dtype: torch.dtype, self_interaction: bool,
             device: torch.device) -> LaunchConfig:
-    """The launch configuration for this case: timed on a GPU (:class:`ConfigChooser`), the default elsewhere."""
+    """The launch configuration for this case: timed on a GPU (:class:`ConfigChooser`), the default elsewhere or
+    with ``DLRM_SCALE_KERNEL_TUNING=0`` (the kernel tests, which compile many shapes, set it)."""
     options = candidates(num_sparse, dim, compute_dtype)
     timer = None
-    if device.type == "cuda" and not interpreted():
+    if device.type == "cuda" and not interpreted() and os.environ.get("DLRM_SCALE_KERNEL_TUNING", "1") != "0":
         timer = _timer(kernel, num_sparse, dim, compute_dtype, self_interaction, device)
     key = case_key(kernel, num_sparse, dim, compute_dtype, self_interaction, device, triton.__version__)
     return chooser.choose(key, options, timer)

@@ -167,3 +167,18 @@ def test_a_compile_error_in_the_first_fused_call_falls_back_with_one_warning(mon
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert torch.equal(dot_interaction(dense, sparse), want)
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_fastest_candidate_is_chosen_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlrm_scale.kernels import dot_triton
+
+    monkeypatch.setenv("DLRM_SCALE_KERNEL_TUNING", "1")
+    monkeypatch.setenv("DLRM_SCALE_KERNEL_CACHE", str(tmp_path / "configs.json"))
+    monkeypatch.setattr(dot_triton, "chooser", ConfigChooser())
+    device = torch.device("cuda")
+    chosen = {kernel: dot_triton._choose(kernel, 26, 128, torch.bfloat16, False, device) for kernel in ("fwd", "bwd")}
+    assert all(config in candidates(26, 128, torch.bfloat16) for config in chosen.values())
+    stored = json.loads((tmp_path / "configs.json").read_text())
+    assert len(stored) == 2 and all(torch.cuda.get_device_name(device) in key for key in stored)
+    print("chosen at F=26, D=128, bf16:", {kernel: config.label() for kernel, config in chosen.items()})

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The GPU check: everything a first contact with one H100 / H200 must show, in one call of at most 9 minutes.
+#
+# Stages (each under its own time limit, so the whole stays under 9 minutes; a failed or timed-out stage does not
+# stop the next):
+#   env                 GPU, driver, torch / Triton / TorchRec / fbgemm-gpu versions
+#   tests:gpu           every test marked `gpu` (compiled kernels on >2^31 elements, pinned copies, one-GPU training
+#                       over NCCL: fused Adam, UVM caching + prefetch pipeline, bf16 qcomms + TF32, plain loop)
+#   tests:kernels       the fused dot kernels' tests, compiled for this GPU instead of interpreted
+#   interaction:sweep   every candidate launch config of the fused kernels at B = 65536, F = 26, D = 128 (bf16,
+#                       fp32), and the one the chooser picks
+#   interaction:grid    the dot family at that shape in bf16: eager bmm (indices built once), torch.compile,
+#                       torch.compile(mode="max-autotune"), dot, dot_fused
+#   train               bench_train: criteo_kaggle, criteo_terabyte, mlperf_dcnv2 (fp16 weights, one GPU), ours vs
+#                       TorchRec's DLRM example pipeline on the same batches
+#   loader              bench_loader for a node: 1 and 8 concurrent ranks, pinned host batches copied to the GPU
+# Results: benchmarks/results/<date>_<gpu>/ (JSON + Markdown per stage, gpu_check.log, stages.tsv, summary.md);
+# the summary table is printed last. With $OUT set (the device tool), summary.md, the log and a tarball of the
+# results folder are copied there (the tool brings back at most 8 files).
+#
+# Needs the GPU stack staged as ../shared/gpu/README.md says (fbgemm-gpu and torchrec under /tmp/site): run it
+# as the command of the third staging call, `bash .gpu/w/stage.sh && bash benchmarks/gpu_check.sh`.
+#
+#   bash benchmarks/gpu_check.sh            # on the GPU machine
+#   bash benchmarks/gpu_check.sh --dry-run  # anywhere: each stage's command line and imports, nothing run
+#                                           # (tests/benchmarks/test_gpu_check.py runs this in CI)
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+DRY=0
+for arg in "$@"; do
+  case $arg in
+    --dry-run) DRY=1 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument $arg (use --dry-run or --help)" >&2; exit 2 ;;
+  esac
+done
+PY=${PYTHON:-python3}
+if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site:$ROOT:${PYTHONPATH:-}; else export PYTHONPATH=$ROOT:${PYTHONPATH:-}; fi
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+
+if [ $DRY = 1 ]; then
+  RESULTS=$(mktemp -d)
+  trap 'rm -rf "$RESULTS"' EXIT
+else
+  gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr 'A-Z ' 'a-z-' | tr -cd 'a-z0-9-')
+  RESULTS=benchmarks/results/$(date -u +%Y-%m-%d)_${gpu:-unknown-gpu}
+fi
+mkdir -p "$RESULTS"
+LOG=$RESULTS/gpu_check.log
+: > "$RESULTS/stages.tsv"
+START=$(date +%s)
+FAILED=0
+
+# stage NAME SECONDS COMMAND...: runs COMMAND under a time limit (or, with --dry-run, checks it), logs its output,
+# appends "name status seconds limit" to stages.tsv.
+stage() {
+  local name=$1 limit=$2 began status
+  shift 2
+  began=$(date +%s)
+  if [ $DRY = 1 ]; then  # checked all together at the end
+    printf '%s\t%s\n' "$name" "$(printf '%q ' "$@")" >> "$RESULTS/commands.tsv"
+    return
+  else
+    echo "== $name (limit ${limit} s, $(( $(date +%s) - START )) s elapsed): $*" | tee -a "$LOG"
+    timeout -k 10 "$limit" "$@" >> "$LOG" 2>&1
+    status=$?
+    tail -n 3 "$LOG"
+  fi
+  [ $status = 0 ] || FAILED=1
+  printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$(( $(date +%s) - began ))" "$limit" >> "$RESULTS/stages.tsv"
+}
+
+if [ $DRY = 1 ]; then
+  stage env 10 "$PY" -c "import torch, triton, torchrec, fbgemm_gpu; print('torch', torch.__version__, 'triton', triton.__version__, 'torchrec', torchrec.__version__)"
+else
+  stage env 10 bash -c "nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv; $PY -c \"import torch, triton, torchrec, fbgemm_gpu; print('torch', torch.__version__, 'triton', triton.__version__, 'torchrec', torchrec.__version__, 'fbgemm_gpu', fbgemm_gpu.__version__, 'cuda', torch.cuda.is_available())\""
+fi
+stage tests:gpu 75 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
+stage tests:kernels 80 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu and not slow" tests/kernels
+stage interaction:sweep 45 "$PY" benchmarks/bench_interaction.py --sweep --no-grid --dtypes bf16,fp32 \
+  --batch-sizes 65536 --tag gpu_check_sweep --out "$RESULTS"
+stage interaction:grid 120 "$PY" benchmarks/bench_interaction.py --implementations dot --dtypes bf16 \
+  --batch-sizes 65536 --features 26 --dims 128 --compile-shapes 26x128 --time-budget-s 100 --tag gpu_check \
+  --out "$RESULTS"
+stage train 150 "$PY" -m torch.distributed.run --nproc_per_node=1 --master_addr=127.0.0.1 --master_port=29533 \
+  benchmarks/bench_train.py --presets criteo_kaggle criteo_terabyte mlperf_dcnv2 --batch-size 8192 --steps 30 \
+  --warmup 10 --set sharding.weight_dtype=fp16 --out "$RESULTS"
+stage loader 45 "$PY" benchmarks/bench_loader.py --rows 4000000 --batch-sizes 65536 --workers 4 --ranks 1,8 \
+  --device cuda --out "$RESULTS"
+
+if [ $DRY = 1 ]; then
+  stage summary 10 "$PY" benchmarks/gpu_summary.py "$RESULTS"
+  "$PY" benchmarks/dry_run.py "$RESULTS/commands.tsv"
+  exit $?
+fi
+"$PY" benchmarks/gpu_summary.py "$RESULTS"
+echo "total $(( $(date +%s) - START )) s; results in $RESULTS"
+if [ -n "${OUT:-}" ]; then
+  cp "$RESULTS/summary.md" "$LOG" "$OUT/"
+  tar czf "$OUT/gpu_check_results.tgz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
+fi
+exit $FAILED
