@@ -43,16 +43,12 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from dlrm_scale.kernels.launch_configs import num_pairs
+
 Backend = Literal["auto", "torch", "triton"]
 
 TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def num_pairs(num_sparse_features: int, *, self_interaction: bool) -> int:
-    """P: pairs i < j of the F' = F + 1 vectors, or i <= j with self-interaction."""
-    fields = num_sparse_features + 1
-    return fields * (fields + 1) // 2 if self_interaction else fields * (fields - 1) // 2
 
 
 def reference_dot_interaction(dense: torch.Tensor, sparse: torch.Tensor, *, self_interaction: bool = False,

@@ -34,8 +34,8 @@ import torch
 import triton
 import triton.language as tl
 
-from dlrm_scale.kernels.dot_interaction import num_pairs as count_pairs
 from dlrm_scale.kernels.launch_configs import ConfigChooser, LaunchConfig, block_fields, candidates, case_key
+from dlrm_scale.kernels.launch_configs import num_pairs as count_pairs
 
 _SUPPORTED = (torch.float32, torch.bfloat16, torch.float16)
 _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}

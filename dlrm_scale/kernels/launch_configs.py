@@ -56,6 +56,13 @@ def _next_power_of_2(value: int) -> int:
     return 1 << max(0, value - 1).bit_length()
 
 
+def num_pairs(num_sparse_features: int, *, self_interaction: bool) -> int:
+    """P: pairs i < j of the F' = F + 1 vectors, or i <= j with self-interaction (here, below both the dispatch
+    and the kernels, which both need it)."""
+    fields = num_sparse_features + 1
+    return fields * (fields + 1) // 2 if self_interaction else fields * (fields - 1) // 2
+
+
 def block_fields(num_sparse: int) -> int:
     """BLOCK_F: F' = F + 1 padded to a power of two >= 16 (``tl.dot`` needs every tile dimension >= 16)."""
     return max(16, _next_power_of_2(num_sparse + 1))
