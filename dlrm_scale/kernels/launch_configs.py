@@ -35,6 +35,7 @@ import torch
 _TILE_ELEMENTS = {True: 8192, False: 4096}
 _GRAM_ELEMENTS = {True: 16384, False: 8192}
 _MAX_SAMPLES = {True: 32, False: 8}
+_PERSISTENT_ELEMENTS = 2048
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,8 +86,11 @@ def candidates(num_sparse: int, dim: int, compute_dtype: torch.dtype) -> list[La
         return LaunchConfig(block_b=samples, block_d=columns, num_warps=8, num_stages=stages,
                             programs_per_sm=programs_per_sm)
 
+    # Persistent kernels keep index tiles live across blocks: only 16-bit inputs with at most 2048 elements of X
+    # per sample and step (fp32, F' = 64 or BLOCK_D = 128 at F' = 32 spilled under Triton 3.6 or 3.9).
+    persistent = wide and fields * block_d <= _PERSISTENT_ELEMENTS
     found = [config(block_b, block_d)]
-    if wide:  # persistent fp32 kernels spilled (the loop-invariant index tiles stay live across blocks)
+    if persistent:
         found.append(config(block_b, block_d, programs_per_sm=4))
     for factor in (2, 4, 8):
         samples, columns = block_b * factor, max(16, block_d // factor)
@@ -94,7 +98,7 @@ def candidates(num_sparse: int, dim: int, compute_dtype: torch.dtype) -> list[La
                 or samples * fields * columns > 2 * _TILE_ELEMENTS[wide]:
             break
         found.append(config(samples, columns))
-        if factor == 4 and wide:
+        if factor == 4 and wide and fields * columns <= _PERSISTENT_ELEMENTS:
             found.append(config(samples, columns, programs_per_sm=2))
     return found
 

@@ -44,8 +44,9 @@ def test_candidates_hold_more_samples_within_register_budgets(features: int, dim
     for option in options:
         assert option.block_b * fields * fields <= _GRAM_ELEMENTS[dtype != torch.float32]
         assert option.block_d >= 16 and option.num_warps == 8
-    # a persistent grid is among the 16-bit candidates
-    assert any(option.programs_per_sm for option in options) == (dtype != torch.float32)
+    # a persistent grid is among the 16-bit candidates (where the sm_90 report allows it: F' <= 32)
+    if fields <= 32:
+        assert any(option.programs_per_sm for option in options) == (dtype != torch.float32)
     if dim >= 64 and fields <= 32:
         assert max(option.block_b for option in options) >= 2 * options[0].block_b
 
