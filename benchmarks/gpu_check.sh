@@ -3,7 +3,7 @@
 #
 # Stages (each under its own time limit, so the whole stays under 9 minutes; a failed or timed-out stage does not
 # stop the next):
-#   env                 GPU, driver, torch / Triton / TorchRec / fbgemm-gpu versions
+#   gpu, env            GPU, memory, clocks, driver; torch / Triton / TorchRec versions (fbgemm-gpu imported)
 #   tests:gpu           every test marked `gpu` (compiled kernels on >2^31 elements, pinned copies, one-GPU training
 #                       over NCCL: fused Adam, UVM caching + prefetch pipeline, bf16 qcomms + TF32, plain loop)
 #   tests:kernels       the fused dot kernels' tests, compiled for this GPU instead of interpreted
@@ -37,14 +37,16 @@ for arg in "$@"; do
   esac
 done
 PY=${PYTHON:-python3}
-if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site:$ROOT:${PYTHONPATH:-}; else export PYTHONPATH=$ROOT:${PYTHONPATH:-}; fi
+export PYTHONPATH=$ROOT:${PYTHONPATH:-}
+if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site:$PYTHONPATH; fi  # the staged fbgemm-gpu and torchrec
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 
 if [ $DRY = 1 ]; then
   RESULTS=$(mktemp -d)
   trap 'rm -rf "$RESULTS"' EXIT
 else
-  gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr 'A-Z ' 'a-z-' | tr -cd 'a-z0-9-')
+  gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+  gpu=$(echo "$gpu" | tr 'A-Z ' 'a-z-' | tr -cd 'a-z0-9-')
   RESULTS=benchmarks/results/$(date -u +%Y-%m-%d)_${gpu:-unknown-gpu}
 fi
 mkdir -p "$RESULTS"
@@ -64,19 +66,21 @@ stage() {
     return
   else
     echo "== $name (limit ${limit} s, $(( $(date +%s) - START )) s elapsed): $*" | tee -a "$LOG"
+    local before
+    before=$(wc -l < "$LOG")
     timeout -k 10 "$limit" "$@" >> "$LOG" 2>&1
     status=$?
-    tail -n 3 "$LOG"
+    tail -n +$((before + 1)) "$LOG" | tail -n 3  # the end of this stage's output
   fi
   [ $status = 0 ] || FAILED=1
   printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$(( $(date +%s) - began ))" "$limit" >> "$RESULTS/stages.tsv"
 }
 
-if [ $DRY = 1 ]; then
-  stage env 10 "$PY" -c "import torch, triton, torchrec, fbgemm_gpu; print('torch', torch.__version__, 'triton', triton.__version__, 'torchrec', torchrec.__version__)"
-else
-  stage env 10 bash -c "nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv; $PY -c \"import torch, triton, torchrec, fbgemm_gpu; print('torch', torch.__version__, 'triton', triton.__version__, 'torchrec', torchrec.__version__, 'fbgemm_gpu', fbgemm_gpu.__version__, 'cuda', torch.cuda.is_available())\""
-fi
+VERSIONS="import torch, triton, torchrec, fbgemm_gpu; print('torch', torch.__version__, 'triton', \
+triton.__version__, 'torchrec', torchrec.__version__, 'cuda', torch.cuda.is_available())"
+[ $DRY = 1 ] || stage gpu 10 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version \
+  --format=csv
+stage env 10 "$PY" -c "$VERSIONS"
 stage tests:gpu 75 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
 stage tests:kernels 80 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu and not slow" tests/kernels
 stage interaction:sweep 45 "$PY" benchmarks/bench_interaction.py --sweep --no-grid --dtypes bf16,fp32 \

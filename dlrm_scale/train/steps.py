@@ -2,9 +2,10 @@
 
 ``TrainPipelineSparseDist`` keeps up to three batches in flight: while batch i runs forward, backward and the
 optimizer step, batch i+1's sparse features are already being exchanged between ranks (the input all-to-all)
-and batch i+2 is being copied to the device; it takes host batches (:func:`dlrm_scale.train.build.loader_device`), so that copy
-is the only one. With ``sharding.prefetch_pipeline`` and a UVM-cached table it is TorchRec's
-``PrefetchTrainPipelineSparseDist``, which also fetches batch i+1's rows into the HBM cache while batch i trains.
+and batch i+2 is being copied to the device; it takes host batches
+(:func:`dlrm_scale.train.build.loader_device`), so that copy is the only one. With ``sharding.prefetch_pipeline``
+and a UVM-cached table it is TorchRec's ``PrefetchTrainPipelineSparseDist``, which also fetches batch i+1's rows
+into the HBM cache while batch i trains.
 The plain loop (``train.pipeline = false``) runs forward, backward, step in order on batches the loader already
 copied; it is slower but easy to step through in a debugger, and gives the same numbers.
 

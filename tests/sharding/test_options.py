@@ -106,8 +106,8 @@ def test_planner_sizes_uvm_caches_with_the_load_factor() -> None:
 
 
 def _planned(kernel: str, prefetch: bool | None) -> SimpleNamespace:
-    sharding = ParameterSharding(sharding_type="table_wise", compute_kernel=kernel, ranks=[0],
-                                 cache_params=CacheParams(prefetch_pipeline=prefetch) if prefetch is not None else None)
+    cache_params = CacheParams(prefetch_pipeline=prefetch) if prefetch is not None else None
+    sharding = ParameterSharding(sharding_type="table_wise", compute_kernel=kernel, ranks=[0], cache_params=cache_params)
     return SimpleNamespace(plan=SimpleNamespace(plan={"model.sparse.ebc": {"t_C1": sharding}}))
 
 
