@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
             if stop.code not in (None, 0):
                 failed.append(name)
                 print(f"FAILED {name}: {stop.code}", flush=True)
-        except Exception:  # noqa: BLE001 - any import or setup error is the stage's failure, reported
+        except Exception:  # any import or setup error is the stage's failure, reported
             failed.append(name)
             print(f"FAILED {name}:\n{traceback.format_exc()}", flush=True)
         else:
