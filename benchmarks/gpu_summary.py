@@ -25,7 +25,8 @@ def stage_rows(results: Path) -> list[list[str]]:
     path = results / "stages.tsv"
     for line in path.read_text().splitlines() if path.exists() else []:
         name, status, seconds, limit = line.split("\t")
-        verdict = "ok" if status == "0" else "TIMED OUT" if status in ("124", "137") else f"FAILED ({status})"
+        verdict = {"0": "ok", "124": "TIMED OUT", "137": "TIMED OUT", "skipped": "SKIPPED (budget spent)"}.get(
+            status, f"FAILED ({status})")
         rows.append([name, verdict, f"{seconds} / {limit} s"])
     return rows
 
