@@ -1,4 +1,4 @@
-"""Preprocessing throughput and memory: ``dlrm-scale prep criteo --encoding hash`` vs TorchRec's ``tsv_to_npys``.
+"""Preprocessing throughput and memory: ``dlrm-scale prep criteo --encoding hash`` vs two references.
 
 For each ``--sizes-mb`` it writes synthetic raw Criteo logs of about that size (``data_prep.synth``, the exact raw
 TSV layout, with ``--max-vocab`` distinct values per feature), then times, each in a fresh process tree:
@@ -7,7 +7,11 @@ TSV layout, with ``--max-vocab`` distinct values per feature), then times, each 
   whole command: planning, conversion, hashing the input for the manifest, the manifest);
 - torchrec: ``BinaryCriteoUtils.tsv_to_npys`` on the same file (what ``npy_preproc_criteo.py`` runs per day:
   hex -> int, log transform, three ``.npy``), only up to ``--torchrec-max-mb`` because it holds the whole file as
-  Python lists (several GB of RAM per GB of input).
+  Python lists (several GB of RAM per GB of input);
+- pyarrow: ``benchmarks/prep_pyarrow.py``, the straightforward script a competent user would write (pyarrow's
+  multi-threaded CSV reader, vectorised dense transform, hex -> int once per distinct value, one Parquet file),
+  writing the same numbers as ours (``tests/benchmarks/test_prep_pyarrow.py``) without validation, splits or a
+  manifest. The fairer reference; ``--no-pyarrow`` skips it.
 
 Columns: "rows/s" is wall-clock throughput; "rows/CPU-s" divides the rows by the CPU time (user + system) of the
 whole process tree, i.e. throughput per fully used core, which is what the goal (>= 300k rows/s per core, the
@@ -152,6 +156,23 @@ def bench_torchrec(path: Path, rows: int, scratch: Path) -> dict:
     return {"tool": "torchrec BinaryCriteoUtils.tsv_to_npys", "workers": 1, **stats}
 
 
+def bench_pyarrow(path: Path, rows: int, scratch: Path, *, max_ind_range: int) -> dict:
+    out = scratch / "pyarrow.parquet"
+    stats = measure([sys.executable, str(REPO / "benchmarks" / "prep_pyarrow.py"), "--input", str(path), "--out",
+                     str(out), "--max-ind-range", str(max_ind_range)])
+    import pyarrow.parquet as pq
+
+    if pq.ParquetFile(out).metadata.num_rows != rows:
+        raise RuntimeError("the pyarrow baseline wrote a different number of rows")
+    stats["output_mb"] = out.stat().st_size / 1e6
+    out.unlink()
+    return {"tool": "pyarrow CSV -> hash -> Parquet (benchmarks/prep_pyarrow.py)", "workers": 1, **stats}
+
+
+def _ratio(result: dict, key: str) -> str:
+    return f"{result[key]:.1f}x" if result.get(key) else "-"
+
+
 def _markdown(results: list[dict], meta: dict) -> str:
     lines = [
         f"# Preprocessing throughput, {meta['date']} on {meta['host']}",
@@ -163,21 +184,23 @@ def _markdown(results: list[dict], meta: dict) -> str:
         f"{meta['chunk_bytes'] / 2**20:g} MiB. {meta['cpu_count']} CPU "
         f"cores visible ({meta['cpu']}), load average at start {meta['loadavg']}.",
         "",
-        "| input MB | rows | tool | workers | wall s | rows/s (wall) | rows/CPU-s | vs torchrec (CPU) | peak RSS MB | "
-        "tree RSS MB |",
-        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| input MB | rows | tool | workers | wall s | rows/s (wall) | rows/CPU-s | vs torchrec (CPU) | "
+        "vs pyarrow (CPU) | vs pyarrow (wall) | peak RSS MB | tree RSS MB |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        ratio = f"{r['vs_torchrec']:.1f}x" if r.get("vs_torchrec") else "-"
         lines.append(f"| {r['input_mb']:,.0f} | {r['rows']:,} | {r['tool']} | {r['workers']} | {r['wall_s']:.1f} | "
-                     f"{r['rows_per_s']:,.0f} | {r['rows_per_cpu_s']:,.0f} | {ratio} | {r['peak_rss_mb']:,.0f} | "
+                     f"{r['rows_per_s']:,.0f} | {r['rows_per_cpu_s']:,.0f} | {_ratio(r, 'vs_torchrec')} | "
+                     f"{_ratio(r, 'vs_pyarrow')} | {_ratio(r, 'vs_pyarrow_wall')} | {r['peak_rss_mb']:,.0f} | "
                      f"{r['peak_rss_total_mb']:,.0f} |")
     skipped = [s for s in meta["sizes_mb"] if s > meta["torchrec_max_mb"]]
     if skipped:
         lines += ["", f"TorchRec not run on {', '.join(f'{s:g}' for s in skipped)} MB (--torchrec-max-mb "
                       f"{meta['torchrec_max_mb']:g}: it keeps the whole file in Python lists, so its memory grows "
                       "with the input)."]
-    lines += ["", f"Goal: {GOAL_ROWS_PER_CORE:,} rows/s per core in hash mode (the rows/CPU-s column)."]
+    lines += ["", "The pyarrow baseline's CSV reader uses every core, so compare it per CPU-second (a core's worth of "
+                  "work) as well as by wall time on this machine.",
+              "", f"Goal: {GOAL_ROWS_PER_CORE:,} rows/s per core in hash mode (the rows/CPU-s column)."]
     return "\n".join(lines) + "\n"
 
 
@@ -193,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="largest input TorchRec converts (its memory grows with the input); 0 = never")
     parser.add_argument("--base-mb", type=float, default=0.0,
                         help="build bigger inputs by repeating a generated file of this size (0: generate whole)")
+    parser.add_argument("--no-pyarrow", action="store_true", help="skip the pyarrow baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default="", help="where inputs and outputs go (default: a temporary folder)")
     parser.add_argument("--keep-inputs", action="store_true", help="keep the generated inputs in --data-dir")
@@ -219,12 +243,23 @@ def main(argv: list[str] | None = None) -> int:
                 reference = {**bench_torchrec(path, rows, scratch), "rows": rows, "input_mb": input_mb}
                 results.append(reference)
                 print(json.dumps(reference), flush=True)
+            baseline = None
+            if not args.no_pyarrow:
+                baseline = {**bench_pyarrow(path, rows, scratch, max_ind_range=args.max_ind_range), "rows": rows,
+                            "input_mb": input_mb}
+                if reference:
+                    baseline["vs_torchrec"] = reference["cpu_s"] / baseline["cpu_s"]
+                results.append(baseline)
+                print(json.dumps(baseline), flush=True)
             for workers in args.workers:
                 result = {**bench_ours(path, rows, scratch, workers=workers, max_ind_range=args.max_ind_range,
                                        chunk_bytes=args.chunk_bytes),
                           "rows": rows, "input_mb": input_mb}
                 if reference:
                     result["vs_torchrec"] = (rows / result["cpu_s"]) / (rows / reference["cpu_s"])
+                if baseline:
+                    result["vs_pyarrow"] = baseline["cpu_s"] / result["cpu_s"]
+                    result["vs_pyarrow_wall"] = baseline["wall_s"] / result["wall_s"]
                 results.append(result)
                 print(json.dumps(result), flush=True)
             if not args.keep_inputs:

@@ -9,16 +9,22 @@ vector widths match a real launch. Runs under Triton 3.9 (the CPU venv) and 3.6 
 ``STACK=gpu-machine bash scripts/install.sh`` then ``.venv-gpu-machine/bin/python benchmarks/kernel_resources.py``),
 whose register allocations differ; a real launch remains the judge.
 
+By default every candidate configuration (``dlrm_scale.kernels.launch_configs.candidates``) of every benchmark
+shape is compiled, and the report is also written to ``benchmarks/results/kernel_resources_triton-<version>.{json,
+md}``: the record that the configurations the kernels may choose spill nothing under that release
+(``tests/kernels/test_launch_configs.py`` checks the committed reports against the current candidates).
+
 Example::
 
-    python benchmarks/kernel_resources.py                       # default configs at the benchmark's shapes
-    python benchmarks/kernel_resources.py --dtype bf16 --features 26 --dim 128 --configs 1,128,4,1 2,128,4,1
+    python benchmarks/kernel_resources.py                       # every candidate at the benchmark's shapes
+    python benchmarks/kernel_resources.py --dtype bf16 --features 26 --dim 128 --configs 1,128,4,1 2,128,4,1,2
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import re
 import subprocess
 import sys
@@ -35,8 +41,9 @@ from triton.compiler import ASTSource
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import markdown_table  # noqa: E402
 from dlrm_scale.kernels import dot_triton  # noqa: E402
-from dlrm_scale.kernels.dot_triton import LaunchConfig  # noqa: E402
+from dlrm_scale.kernels.launch_configs import LaunchConfig, block_fields, candidates  # noqa: E402
 
 DTYPES = {"bf16": (torch.bfloat16, tl.bfloat16), "fp32": (torch.float32, tl.float32)}
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
@@ -52,8 +59,9 @@ def compile_kernel(kernel, *, dtype: str, features: int, dim: int, config: Launc
               "stride_grad_sparse_b": features * dim, "stride_grad_sparse_f": dim}
     constexprs = {"SELF_INTERACTION": False, "COMPUTE": tl_dtype,
                   "PRECISION": dot_triton._precision(torch_dtype), "WIDEN_DOT": False,
-                  "BLOCK_B": config.block_b, "BLOCK_F": dot_triton._block_fields(features),
-                  "BLOCK_D": config.block_d, "BLOCK_PAD": triton.next_power_of_2(padding) if padding else 0}
+                  "BLOCK_B": config.block_b, "BLOCK_F": block_fields(features),
+                  "BLOCK_D": config.block_d, "BLOCK_PAD": triton.next_power_of_2(padding) if padding else 0,
+                  "PERSISTENT": config.programs_per_sm > 0}
     signature, attrs = {}, {}
     for index, name in enumerate(inspect.signature(kernel.fn).parameters):
         if name in constexprs:
@@ -71,7 +79,8 @@ def compile_kernel(kernel, *, dtype: str, features: int, dim: int, config: Launc
                           options={"num_warps": config.num_warps, "num_stages": config.num_stages})
 
 
-def report(compiled: triton.compiler.CompiledKernel) -> str:
+def report(compiled: triton.compiler.CompiledKernel) -> dict:
+    """Registers per thread, stack bytes (spills), shared memory per program and the SASS instruction mix."""
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "kernel.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
@@ -79,14 +88,16 @@ def report(compiled: triton.compiler.CompiledKernel) -> str:
         sass = subprocess.run([BIN / "cuobjdump", "-sass", cubin], capture_output=True, text=True).stdout
     registers = re.search(r"REG:(\d+) STACK:(\d+)", usage)
     ops = Counter(OPS.findall(sass))
-    mix = " ".join(f"{op}:{count}" for op, count in sorted(ops.items()))
-    return (f"regs {registers.group(1)}, stack {registers.group(2)} B, shared {compiled.metadata.shared} B | "
-            f"{mix}")
+    return {"registers": int(registers.group(1)), "stack_bytes": int(registers.group(2)),
+            "shared_bytes": int(compiled.metadata.shared),
+            "ops": " ".join(f"{op}:{count}" for op, count in sorted(ops.items()))}
 
 
 def parse_config(text: str) -> LaunchConfig:
-    block_b, block_d, num_warps, num_stages = (int(part) for part in text.split(","))
-    return LaunchConfig(block_b=block_b, block_d=block_d, num_warps=num_warps, num_stages=num_stages)
+    """``block_b,block_d,num_warps,num_stages[,programs_per_sm]``."""
+    parts = [int(part) for part in text.split(",")]
+    return LaunchConfig(block_b=parts[0], block_d=parts[1], num_warps=parts[2], num_stages=parts[3],
+                        programs_per_sm=parts[4] if len(parts) > 4 else 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,22 +106,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=int, action="append")
     parser.add_argument("--dim", type=int, action="append")
     parser.add_argument("--configs", nargs="*", type=parse_config, default=None,
-                        help="block_b,block_d,num_warps,num_stages (default: dot_triton.default_config)")
+                        help="block_b,block_d,num_warps,num_stages[,programs_per_sm] (default: every candidate)")
     parser.add_argument("--padding", type=int, default=0)
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90 = H100/H200)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for kernel_resources_triton-<version>.{json,md} (default: benchmarks/results "
+                             "when every candidate is compiled, else none)")
     args = parser.parse_args(argv)
+    records = []
     for dtype in args.dtype or list(DTYPES):
         for features in args.features or [8, 26, 40]:
-            for dim in args.dim or [64, 128]:
-                configs = args.configs or [dot_triton.default_config(features, dim, DTYPES[dtype][0])]
+            for dim in args.dim or [16, 64, 128]:
+                configs = args.configs or candidates(features, dim, DTYPES[dtype][0])
                 for config in configs:
                     for name, kernel in (("fwd", dot_triton._dot_forward_kernel),
                                          ("bwd", dot_triton._dot_backward_kernel)):
                         compiled = compile_kernel(kernel, dtype=dtype, features=features, dim=dim, config=config,
                                                   padding=args.padding if name == "fwd" else 0, arch=args.arch)
-                        print(f"{dtype} F={features:2d} D={dim:3d} {name} b={config.block_b} d={config.block_d} "
-                              f"w={config.num_warps} s={config.num_stages}: {report(compiled)}", flush=True)
-    return 0
+                        usage = report(compiled)
+                        records.append({"dtype": dtype, "features": features, "dim": dim, "kernel": name,
+                                        "config": config.label(), **usage})
+                        print(f"{dtype} F={features:2d} D={dim:3d} {name} {config.label()}: regs {usage['registers']}"
+                              f", stack {usage['stack_bytes']} B, shared {usage['shared_bytes']} B | {usage['ops']}",
+                              flush=True)
+    spilled = [r for r in records if r["stack_bytes"]]
+    print(f"triton {triton.__version__}, sm_{args.arch}: {len(records)} kernels compiled, {len(spilled)} spill"
+          + "".join(f"\n  SPILL {r['dtype']} F={r['features']} D={r['dim']} {r['kernel']} {r['config']}: "
+                    f"{r['stack_bytes']} B" for r in spilled))
+    out = args.out or (Path(__file__).resolve().parent / "results"
+                       if not (args.configs or args.dtype or args.features or args.dim) else None)
+    if out is not None:
+        write_report(records, out, arch=args.arch)
+    return 1 if spilled else 0
+
+
+def write_report(records: list[dict], out: Path, *, arch: int) -> None:
+    stem = f"kernel_resources_triton-{triton.__version__}"
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"triton": triton.__version__, "torch": torch.__version__, "arch": arch}
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
+    rows = [[str(v) for v in (r["dtype"], r["features"], r["dim"], r["kernel"], r["config"], r["registers"],
+                               r["stack_bytes"], r["shared_bytes"])] for r in records]
+    table = markdown_table(["dtype", "F", "D", "kernel", "config", "registers", "stack (spill) B", "shared B"], rows)
+    (out / f"{stem}.md").write_text(f"# Fused dot-interaction kernels: sm_{arch} resources, Triton "
+                                       f"{triton.__version__}\n\nEvery candidate launch configuration "
+                                       f"(`candidates(F, D, dtype)`), compiled without a GPU by "
+                                       f"`benchmarks/kernel_resources.py`.\n\n{table}\n")
+    print(f"wrote {out / stem}.json and .md")
 
 
 if __name__ == "__main__":

@@ -121,11 +121,14 @@ class ShardingConfig:
     tables: dict[str, TableShardingConfig] = field(default_factory=dict)
     hbm_gb: float | None = None
     ddr_gb: float | None = None
-    # Quantized all-to-all of pooled embeddings and their gradients (TorchRec's QCommsConfig).
+    # Quantized all-to-all of pooled embeddings (forward) and their gradients (backward) through TorchRec's
+    # QCommsConfig and fbgemm's codecs: half the bytes, rounded values; bf16 needs CUDA (NCCL). See
+    # dlrm_scale/sharding/options.py.
     qcomms_forward: Literal["fp32", "fp16", "bf16"] = "fp32"
     qcomms_backward: Literal["fp32", "fp16", "bf16"] = "fp32"
-    # UVM-cached tables: fraction of rows cached in HBM (None: TorchRec's default), and TorchRec's prefetch
-    # pipeline that fetches the next batch's rows into the cache while the current one trains.
+    # UVM-cached (fused_uvm_caching) tables: fraction of rows cached in HBM (None: TorchRec's default, 0.2), and
+    # TorchRec's prefetch pipeline that fetches the next batch's rows into the cache while the current one trains
+    # (needs train.pipeline and CUDA; used when the plan has a cached table). See dlrm_scale/sharding/options.py.
     cache_load_factor: float | None = None
     prefetch_pipeline: bool = False
 
@@ -201,7 +204,8 @@ class TrainConfig:
     on_nonfinite: Literal["stop", "skip_batch"] = "stop"
     # doctor: report diverged/stuck/collapsed/loader-bound training as it happens.
     doctor: bool = True
-    # tf32: TensorFloat-32 for fp32 matmuls and convolutions on CUDA (Ampere and later).
+    # tf32: TensorFloat-32 for fp32 matmuls and convolutions on CUDA (Ampere and later), set at init (also the
+    # fused dot kernels' fp32 products); false: full fp32.
     tf32: bool = False
 
 

@@ -28,9 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dlrm_scale.config import check_interaction
     from dlrm_scale.config_toml import to_toml
+    from dlrm_scale.sharding.options import check_options
 
     cfg = config_from_args(args)
     check_interaction(cfg.model)
+    check_options(cfg)
     origin = f"--config {args.config}" + "".join(f" --set {o}" for o in args.overrides)
     text = to_toml(cfg, header=f"dlrm-scale config {origin}")
     if args.out:

@@ -10,8 +10,9 @@ Which implementation runs (``backend``):
   reference. CPU inputs always take the reference, so results there are bit-identical to ``dot``'s. The first
   fused call for each device, shape and dtype in a process checks itself (:func:`_self_check`): forward and
   backward on up to 64 of the batch's rows against a float64 reference. Should a GPU or Triton release ever make
-  the kernels wrong there, a warning says so and the reference serves that case from then on: a fast path that
-  was never run on some machine can cost speed there, never a silently wrong model.
+  the kernels wrong there, or fail (a compile error, a launch the GPU rejects: any exception in that first call),
+  one warning says so and the reference serves that case from then on: a fast path that was never run on some
+  machine can cost speed there, never a crash or a silently wrong model.
 - ``"torch"``: :func:`reference_dot_interaction` (``bmm`` + gather + ``cat`` + pad), differentiable by autograd.
 - ``"triton"``: the kernels, whatever the device: on CPU tensors this needs ``TRITON_INTERPRET=1`` set before the
   first fused call (the tests do this).
@@ -42,16 +43,12 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from dlrm_scale.kernels.launch_configs import num_pairs
+
 Backend = Literal["auto", "torch", "triton"]
 
 TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def num_pairs(num_sparse_features: int, *, self_interaction: bool) -> int:
-    """P: pairs i < j of the F' = F + 1 vectors, or i <= j with self-interaction."""
-    fields = num_sparse_features + 1
-    return fields * (fields + 1) // 2 if self_interaction else fields * (fields - 1) // 2
 
 
 def reference_dot_interaction(dense: torch.Tensor, sparse: torch.Tensor, *, self_interaction: bool = False,
@@ -199,10 +196,15 @@ def _fused_checked(dense: torch.Tensor, sparse: torch.Tensor, self_interaction: 
     key = (str(dense.device), tuple(sparse.shape[1:]), dense.dtype, sparse.dtype, self_interaction, output_dim,
            compute_dtype, out_dtype, bool(torch.backends.cuda.matmul.allow_tf32))
     if key not in _checked:
-        problem = _self_check(dense, sparse, self_interaction, output_dim, compute_dtype, out_dtype)
+        try:
+            problem = _self_check(dense, sparse, self_interaction, output_dim, compute_dtype, out_dtype)
+            verdict = "disagree with the reference"
+        except Exception as error:  # a compile error, a launch failure: any of them means "do not use"
+            problem = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+            verdict = "failed"
         _checked[key] = problem is None
         if problem:
-            warnings.warn(f"dot interaction: the fused Triton kernels disagree with the reference on {dense.device} "
+            warnings.warn(f"dot interaction: the fused Triton kernels {verdict} on {dense.device} "
                           f"(F={sparse.shape[1]}, D={sparse.shape[2]}, {dense.dtype}/{sparse.dtype}, compute "
                           f"{compute_dtype}): {problem}. Using the plain PyTorch ops for this case; please report "
                           f"it with your GPU, torch and Triton versions.", RuntimeWarning, stacklevel=3)

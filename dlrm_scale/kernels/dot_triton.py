@@ -20,31 +20,25 @@ X once, writes ``d dense`` and ``d sparse`` once.
 
 Dense and sparse may differ in dtype (fp32 / bf16 / fp16); both are cast to the compute dtype on load, products
 accumulate in fp32, and results are cast to each output's dtype on store.
+
+A program handles one block of ``BLOCK_B`` samples, or with ``PERSISTENT`` (a persistent grid of a few programs per
+multiprocessor) the blocks ``program_id, program_id + programs, …``. The launch configuration is chosen per
+shape by :mod:`dlrm_scale.kernels.launch_configs` (timed once on a GPU, the heuristic default elsewhere).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 
 import torch
 import triton
 import triton.language as tl
 
-from dlrm_scale.kernels.dot_interaction import num_pairs as count_pairs
+from dlrm_scale.kernels.launch_configs import ConfigChooser, LaunchConfig, block_fields, candidates, case_key
+from dlrm_scale.kernels.launch_configs import num_pairs as count_pairs
 
 _SUPPORTED = (torch.float32, torch.bfloat16, torch.float16)
 _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
-
-
-@dataclass(frozen=True, kw_only=True)
-class LaunchConfig:
-    """One launch's tiling: ``block_b`` samples per program, ``block_d`` columns of D per step, and Triton's
-    ``num_warps`` / ``num_stages`` (software-pipelining depth of the loop over D)."""
-
-    block_b: int
-    block_d: int
-    num_warps: int
-    num_stages: int
 
 
 @triton.jit
@@ -70,13 +64,13 @@ def _load_fields(dense_ptr, sparse_ptr, samples, fields, dims, num_samples, F, D
 
 
 @triton.jit
-def _dot_forward_kernel(dense_ptr, sparse_ptr, out_ptr, B, F, D, num_pairs, output_dim,
-                        stride_dense, stride_sparse_b, stride_sparse_f, stride_out,
-                        SELF_INTERACTION: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
-                        WIDEN_DOT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_F: tl.constexpr,
-                        BLOCK_D: tl.constexpr, BLOCK_PAD: tl.constexpr):
-    # 64-bit arithmetic once per program (the batch may exceed 2^31 elements); offsets inside the block are 32-bit.
-    first = tl.program_id(0).to(tl.int64) * BLOCK_B
+def _forward_block(dense_ptr, sparse_ptr, out_ptr, block, B, F, D, num_pairs, output_dim, stride_dense,
+                   stride_sparse_b, stride_sparse_f, stride_out, SELF_INTERACTION: tl.constexpr,
+                   COMPUTE: tl.constexpr, PRECISION: tl.constexpr, WIDEN_DOT: tl.constexpr, BLOCK_B: tl.constexpr,
+                   BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_PAD: tl.constexpr):
+    """The forward of samples ``block * BLOCK_B …`` (up to BLOCK_B of them)."""
+    # 64-bit arithmetic once per block (the batch may exceed 2^31 elements); offsets inside it are 32-bit.
+    first = tl.cast(block, tl.int64) * BLOCK_B
     dense_ptr += first * stride_dense
     sparse_ptr += first * stride_sparse_b
     out_ptr += first * stride_out
@@ -110,13 +104,30 @@ def _dot_forward_kernel(dense_ptr, sparse_ptr, out_ptr, B, F, D, num_pairs, outp
 
 
 @triton.jit
-def _dot_backward_kernel(grad_out_ptr, dense_ptr, sparse_ptr, grad_dense_ptr, grad_sparse_ptr, B, F, D,
-                         stride_grad_out, stride_dense, stride_sparse_b, stride_sparse_f, stride_grad_dense,
-                         stride_grad_sparse_b, stride_grad_sparse_f,
-                         SELF_INTERACTION: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
-                         WIDEN_DOT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_F: tl.constexpr,
-                         BLOCK_D: tl.constexpr):
-    first = tl.program_id(0).to(tl.int64) * BLOCK_B
+def _dot_forward_kernel(dense_ptr, sparse_ptr, out_ptr, B, F, D, num_pairs, output_dim,
+                        stride_dense, stride_sparse_b, stride_sparse_f, stride_out,
+                        SELF_INTERACTION: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+                        WIDEN_DOT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_F: tl.constexpr,
+                        BLOCK_D: tl.constexpr, BLOCK_PAD: tl.constexpr, PERSISTENT: tl.constexpr):
+    if PERSISTENT:
+        for block in range(tl.program_id(0), tl.cdiv(B, BLOCK_B), tl.num_programs(0)):
+            _forward_block(dense_ptr, sparse_ptr, out_ptr, block, B, F, D, num_pairs, output_dim, stride_dense,
+                           stride_sparse_b, stride_sparse_f, stride_out, SELF_INTERACTION, COMPUTE, PRECISION,
+                           WIDEN_DOT, BLOCK_B, BLOCK_F, BLOCK_D, BLOCK_PAD)
+    else:
+        _forward_block(dense_ptr, sparse_ptr, out_ptr, tl.program_id(0), B, F, D, num_pairs, output_dim,
+                       stride_dense, stride_sparse_b, stride_sparse_f, stride_out, SELF_INTERACTION, COMPUTE,
+                       PRECISION, WIDEN_DOT, BLOCK_B, BLOCK_F, BLOCK_D, BLOCK_PAD)
+
+
+@triton.jit
+def _backward_block(grad_out_ptr, dense_ptr, sparse_ptr, grad_dense_ptr, grad_sparse_ptr, block, B, F, D,
+                    stride_grad_out, stride_dense, stride_sparse_b, stride_sparse_f, stride_grad_dense,
+                    stride_grad_sparse_b, stride_grad_sparse_f, SELF_INTERACTION: tl.constexpr,
+                    COMPUTE: tl.constexpr, PRECISION: tl.constexpr, WIDEN_DOT: tl.constexpr,
+                    BLOCK_B: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The backward of samples ``block * BLOCK_B …`` (up to BLOCK_B of them)."""
+    first = tl.cast(block, tl.int64) * BLOCK_B
     grad_out_ptr += first * stride_grad_out
     dense_ptr += first * stride_dense
     sparse_ptr += first * stride_sparse_b
@@ -157,39 +168,65 @@ def _dot_backward_kernel(grad_out_ptr, dense_ptr, sparse_ptr, grad_dense_ptr, gr
                  grad_fields.to(grad_sparse_ptr.dtype.element_ty), mask=in_range & (fields >= 1) & (fields <= F))
 
 
-def interpreted() -> bool:
-    """Whether the kernels were decorated under ``TRITON_INTERPRET=1`` (they then run on CPU tensors).
+@triton.jit
+def _dot_backward_kernel(grad_out_ptr, dense_ptr, sparse_ptr, grad_dense_ptr, grad_sparse_ptr, B, F, D,
+                         stride_grad_out, stride_dense, stride_sparse_b, stride_sparse_f, stride_grad_dense,
+                         stride_grad_sparse_b, stride_grad_sparse_f,
+                         SELF_INTERACTION: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+                         WIDEN_DOT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_F: tl.constexpr,
+                         BLOCK_D: tl.constexpr, PERSISTENT: tl.constexpr):
+    if PERSISTENT:
+        for block in range(tl.program_id(0), tl.cdiv(B, BLOCK_B), tl.num_programs(0)):
+            _backward_block(grad_out_ptr, dense_ptr, sparse_ptr, grad_dense_ptr, grad_sparse_ptr, block, B, F, D,
+                            stride_grad_out, stride_dense, stride_sparse_b, stride_sparse_f, stride_grad_dense,
+                            stride_grad_sparse_b, stride_grad_sparse_f, SELF_INTERACTION, COMPUTE, PRECISION,
+                            WIDEN_DOT, BLOCK_B, BLOCK_F, BLOCK_D)
+    else:
+        _backward_block(grad_out_ptr, dense_ptr, sparse_ptr, grad_dense_ptr, grad_sparse_ptr, tl.program_id(0), B,
+                        F, D, stride_grad_out, stride_dense, stride_sparse_b, stride_sparse_f, stride_grad_dense,
+                        stride_grad_sparse_b, stride_grad_sparse_f, SELF_INTERACTION, COMPUTE, PRECISION,
+                        WIDEN_DOT, BLOCK_B, BLOCK_F, BLOCK_D)
 
-    The launchers then pass ``WIDEN_DOT``: the interpreter multiplies bf16 ``tl.dot`` operands as their raw uint16
-    bits (triton-lang/triton#11584, "we just don't support it yet"), so the tiles are widened to fp32 before the
-    dot, which is exact (a product of two bf16 or fp16 numbers fits in fp32's mantissa) and leaves compiled
-    kernels untouched."""
+
+@triton.jit
+def _dot_probe_kernel(a_ptr, b_ptr, out_ptr):
+    """``out = a @ b`` for one 16 x 16 tile: asks the interpreter whether its bf16 ``tl.dot`` is right."""
+    rows = tl.arange(0, 16)[:, None]
+    cols = tl.arange(0, 16)[None, :]
+    product = tl.dot(tl.load(a_ptr + rows * 16 + cols), tl.load(b_ptr + rows * 16 + cols))
+    tl.store(out_ptr + rows * 16 + cols, product)
+
+
+def interpreted() -> bool:
+    """Whether the kernels were decorated under ``TRITON_INTERPRET=1`` (they then run on CPU tensors)."""
     return not isinstance(_dot_forward_kernel, triton.runtime.JITFunction)
 
 
-def _block_fields(num_sparse: int) -> int:
-    return max(16, triton.next_power_of_2(num_sparse + 1))  # tl.dot needs every tile dimension >= 16
+_interpreter_bf16_dot: list[bool] = []
+
+
+def _widen_dot(compute_dtype: torch.dtype) -> bool:
+    """Whether the launch passes ``WIDEN_DOT``: only under the interpreter, for bf16, while its ``tl.dot`` still
+    multiplies bf16 operands as their raw uint16 bits (triton-lang/triton#11584, seen under Triton 3.6 and 3.9):
+    the tiles are then widened to fp32 right before each dot, which is exact (a product of two bf16 numbers fits
+    in fp32's mantissa). Everything else on the bf16 path (loads, casts, masks, stores) runs as compiled, and fp16
+    and fp32 dots run unwidened. A probe decides once per process, so the real bf16 dot is exercised as soon as
+    the interpreter gets it right; compiled kernels never widen."""
+    if not interpreted() or compute_dtype != torch.bfloat16:
+        return False
+    if not _interpreter_bf16_dot:
+        generator = torch.Generator().manual_seed(0)
+        a, b = (torch.randn(16, 16, generator=generator).to(torch.bfloat16) for _ in range(2))
+        out = torch.empty(16, 16)
+        _dot_probe_kernel[(1,)](a, b, out)
+        want = a.float() @ b.float()
+        _interpreter_bf16_dot.append(bool(((out - want).norm() <= 1e-3 * want.norm()).item()))
+    return not _interpreter_bf16_dot[0]
 
 
 def default_config(num_sparse: int, dim: int, compute_dtype: torch.dtype) -> LaunchConfig:
-    """About 8k elements of X per program (4k in fp32), ``(BLOCK_B, BLOCK_F, BLOCK_D)``, with BLOCK_D up to 128
-    for 16-bit inputs and F' <= 32, 64 for fp32 or F' <= 32, 32 for fp32 with F' > 32: bounds the fp32 Gram /
-    gradient tiles held in registers. Eight warps spread those tiles over more threads.
-
-    Chosen from the sm_90 compiler's resource report (``benchmarks/kernel_resources.py``) under both Triton 3.9
-    (the CPU venv's) and 3.6 (the one torch 2.11 brings to the GPU machine): with these configs neither spills a
-    register for B x {8, 26, 40} x {64, 128} in bf16 and fp32, where four warps made 3.6 spill in the backward (up
-    to 176 bytes per thread in fp32 at F = 26). Two pipeline stages only for 16-bit inputs, F' <= 32 and several
-    steps over D: a single step gains nothing from more (they only multiply shared memory), and at F' > 32 the
-    second stage's buffers made 3.6 spill. ``benchmarks/bench_interaction.py --sweep`` times alternatives.
-    """
-    block_f = _block_fields(num_sparse)
-    wide = compute_dtype != torch.float32
-    block_d = max(16, min(triton.next_power_of_2(dim), 128 if wide and block_f <= 32 else 64 if wide or block_f <= 32
-                          else 32))
-    block_b = max(1, min(16, (8192 if wide else 4096) // (block_f * block_d)))
-    return LaunchConfig(block_b=block_b, block_d=block_d, num_warps=8,
-                        num_stages=2 if wide and block_f <= 32 and block_d < dim else 1)
+    """The heuristic default: the first of :func:`~dlrm_scale.kernels.launch_configs.candidates`."""
+    return candidates(num_sparse, dim, compute_dtype)[0]
 
 
 def _precision(compute_dtype: torch.dtype) -> str:
@@ -209,12 +246,68 @@ def _check(name: str, tensor: torch.Tensor, dims: int) -> torch.Tensor:
     return tensor if tensor.stride(-1) == 1 else tensor.contiguous()
 
 
+def _grid(batch: int, config: LaunchConfig, device: torch.device) -> tuple[int]:
+    """One program per block of samples, or ``programs_per_sm`` per multiprocessor (one "multiprocessor" on the
+    CPU, so the interpreter runs the persistent loop over several blocks too)."""
+    blocks = triton.cdiv(batch, config.block_b)
+    if not config.programs_per_sm:
+        return (blocks,)
+    multiprocessors = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    return (min(blocks, config.programs_per_sm * multiprocessors),)
+
+
+# Rows of the synthetic batch each candidate configuration is timed on: enough blocks to fill an H100 many times.
+TUNE_ROWS = 32768
+chooser = ConfigChooser()
+
+
+def _choose(kernel: str, num_sparse: int, dim: int, compute_dtype: torch.dtype, self_interaction: bool,
+            device: torch.device) -> LaunchConfig:
+    """The launch configuration for this case: timed on a GPU (:class:`ConfigChooser`), the default elsewhere or
+    with ``DLRM_SCALE_KERNEL_TUNING=0`` (the kernel tests, which compile many shapes, set it)."""
+    options = candidates(num_sparse, dim, compute_dtype)
+    timer = None
+    if device.type == "cuda" and not interpreted() and os.environ.get("DLRM_SCALE_KERNEL_TUNING", "1") != "0":
+        timer = _timer(kernel, num_sparse, dim, compute_dtype, self_interaction, device)
+    key = case_key(kernel, num_sparse, dim, compute_dtype, self_interaction, device, triton.__version__)
+    return chooser.choose(key, options, timer)
+
+
+def _timer(kernel: str, num_sparse: int, dim: int, compute_dtype: torch.dtype, self_interaction: bool,
+           device: torch.device):
+    """``timer(config) -> ms``: the median time of one ``kernel`` launch on a fixed random batch of ``TUNE_ROWS``."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    dense = torch.randn(TUNE_ROWS, dim, device=device, generator=generator).to(compute_dtype)
+    sparse = torch.randn(TUNE_ROWS, num_sparse, dim, device=device, generator=generator).to(compute_dtype)
+    width = dim + count_pairs(num_sparse, self_interaction=self_interaction)
+    out = torch.randn(TUNE_ROWS, width, device=device, generator=generator).to(compute_dtype)  # d out in "bwd"
+    grad_inputs = (torch.empty_like(dense), torch.empty_like(sparse))
+
+    def launch(config: LaunchConfig) -> None:
+        if kernel == "fwd":
+            forward(dense, sparse, out, self_interaction=self_interaction, compute_dtype=compute_dtype,
+                    config=config)
+        else:
+            backward(out, dense, sparse, *grad_inputs, self_interaction=self_interaction,
+                     compute_dtype=compute_dtype, config=config)
+
+    def timer(config: LaunchConfig) -> float:
+        from triton.testing import do_bench
+
+        launch(config)  # compiles; a rejected configuration raises here
+        torch.cuda.synchronize(device)
+        return do_bench(lambda: launch(config), warmup=5, rep=20, return_mode="median")
+
+    return timer
+
+
 def forward(dense: torch.Tensor, sparse: torch.Tensor, out: torch.Tensor, *, self_interaction: bool,
             compute_dtype: torch.dtype, config: LaunchConfig | None = None) -> torch.Tensor:
     """Writes ``out (B, output_dim)`` = ``[dense (B, D) | P pair products | zeros]``.
 
     ``dense (B, D)``, ``sparse (B, F, D)``; ``out`` must be contiguous, of any supported dtype, with
-    ``output_dim >= D + P``. Every element of ``out`` is written.
+    ``output_dim >= D + P``. Every element of ``out`` is written. ``config``: the launch configuration (default:
+    the one chosen for this shape).
     """
     dense, sparse = _check("dense", dense, 2), _check("sparse", sparse, 3)
     batch, num_sparse, dim = sparse.shape
@@ -225,16 +318,15 @@ def forward(dense: torch.Tensor, sparse: torch.Tensor, out: torch.Tensor, *, sel
                          f"{tuple(sparse.shape)}, out {tuple(out.shape)} (needs >= {dim + num_pairs} columns)")
     if batch == 0:
         return out
-    config = config or default_config(num_sparse, dim, compute_dtype)
+    config = config or _choose("fwd", num_sparse, dim, compute_dtype, self_interaction, dense.device)
     padding = out.shape[1] - dim - num_pairs
-    grid = (triton.cdiv(batch, config.block_b),)
-    _dot_forward_kernel[grid](
+    _dot_forward_kernel[_grid(batch, config, dense.device)](
         dense, sparse, out, batch, num_sparse, dim, num_pairs, out.shape[1],
         dense.stride(0), sparse.stride(0), sparse.stride(1), out.stride(0),
         SELF_INTERACTION=self_interaction, COMPUTE=_TL_DTYPES[compute_dtype], PRECISION=_precision(compute_dtype),
-        WIDEN_DOT=interpreted(), BLOCK_B=config.block_b, BLOCK_F=_block_fields(num_sparse),
+        WIDEN_DOT=_widen_dot(compute_dtype), BLOCK_B=config.block_b, BLOCK_F=block_fields(num_sparse),
         BLOCK_D=config.block_d, BLOCK_PAD=triton.next_power_of_2(padding) if padding else 0,
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        PERSISTENT=config.programs_per_sm > 0, num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
 
@@ -254,14 +346,14 @@ def backward(grad_out: torch.Tensor, dense: torch.Tensor, sparse: torch.Tensor, 
                          f"dense {tuple(dense.shape)}, sparse {tuple(sparse.shape)}")
     if batch == 0:
         return grad_dense, grad_sparse
-    config = config or default_config(num_sparse, dim, compute_dtype)
-    grid = (triton.cdiv(batch, config.block_b),)
-    _dot_backward_kernel[grid](
+    config = config or _choose("bwd", num_sparse, dim, compute_dtype, self_interaction, dense.device)
+    _dot_backward_kernel[_grid(batch, config, dense.device)](
         grad_out, dense, sparse, grad_dense, grad_sparse, batch, num_sparse, dim,
         grad_out.stride(0), dense.stride(0), sparse.stride(0), sparse.stride(1), grad_dense.stride(0),
         grad_sparse.stride(0), grad_sparse.stride(1),
         SELF_INTERACTION=self_interaction, COMPUTE=_TL_DTYPES[compute_dtype], PRECISION=_precision(compute_dtype),
-        WIDEN_DOT=interpreted(), BLOCK_B=config.block_b, BLOCK_F=_block_fields(num_sparse),
-        BLOCK_D=config.block_d, num_warps=config.num_warps, num_stages=config.num_stages,
+        WIDEN_DOT=_widen_dot(compute_dtype), BLOCK_B=config.block_b, BLOCK_F=block_fields(num_sparse),
+        BLOCK_D=config.block_d, PERSISTENT=config.programs_per_sm > 0, num_warps=config.num_warps,
+        num_stages=config.num_stages,
     )
     return grad_dense, grad_sparse

@@ -26,6 +26,7 @@ import typing
 
 from torch import nn
 from torchrec.distributed.planner import ParameterConstraints
+from torchrec.distributed.types import CacheParams
 from torchrec.modules.embedding_configs import DataType, EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
@@ -38,6 +39,7 @@ from dlrm_scale.config import (
     sparse_feature_names,
 )
 from dlrm_scale.sharding.fused_optim import embedding_bag_collections
+from dlrm_scale.sharding.options import CACHING_KERNEL
 
 WEIGHT_DTYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16}
 # every sharding type the config can name except the replicated one
@@ -81,7 +83,8 @@ def make_constraints(model: nn.Module, cfg: Config) -> dict[str, ParameterConstr
     """One ``ParameterConstraints`` per table of ``model``, keyed by table name, from ``cfg.sharding`` (type,
     kernel, column-shard width ``min_partition``) and ``cfg.data.multi_hot_sizes``. Unset type/kernel leave the
     planner free to choose (e.g. ``data_parallel`` for tiny tables, ``fused_uvm_caching`` for tables that do not
-    fit in HBM)."""
+    fit in HBM). Tables that may be UVM-cached also get ``sharding.cache_load_factor`` and
+    ``sharding.prefetch_pipeline`` as TorchRec ``CacheParams``, which the plan carries to fbgemm."""
     tables = table_configs(model)
     overrides = table_overrides(cfg.sharding, tables)
     feature_index = {name: i for i, name in enumerate(sparse_feature_names(len(cfg.data.multi_hot_sizes)))}
@@ -108,8 +111,16 @@ def make_constraints(model: nn.Module, cfg: Config) -> dict[str, ParameterConstr
             compute_kernels=[kernel] if kernel else None,
             min_partition=min_partition,
             pooling_factors=pooling,
+            cache_params=_cache_params(cfg.sharding) if kernel in (None, CACHING_KERNEL) else None,
         )
     return constraints
+
+
+def _cache_params(sharding_cfg: ShardingConfig) -> CacheParams | None:
+    if sharding_cfg.cache_load_factor is None and not sharding_cfg.prefetch_pipeline:
+        return None
+    return CacheParams(load_factor=sharding_cfg.cache_load_factor,
+                       prefetch_pipeline=True if sharding_cfg.prefetch_pipeline else None)
 
 
 def table_weight_dtypes(sharding_cfg: ShardingConfig, tables: list[EmbeddingBagConfig]) -> dict[str, DataType]:

@@ -35,6 +35,7 @@ from torchrec.distributed.types import ShardingEnv, ShardingPlan
 from dlrm_scale.config import Config, ConfigError
 from dlrm_scale.sharding.constraints import apply_weight_dtypes, make_constraints, table_configs
 from dlrm_scale.sharding.fused_optim import apply_embedding_optimizer
+from dlrm_scale.sharding.options import check_options
 from dlrm_scale.sharding.report import GIB, PlanEstimate, RankMemory, TableEstimate, describe_plan
 from dlrm_scale.sharding.sharders import check_device_support, make_sharders
 
@@ -127,13 +128,14 @@ def plan_tables(model: nn.Module, cfg: Config, *, world_size: int, compute_devic
     broadcast (as ``EmbeddingShardingPlanner.collective_plan`` does), errors included, so a plan that does not
     fit fails on every rank rather than leaving the others waiting. On NCCL the broadcast uses the current CUDA
     device, which must be this rank's (``torch.cuda.set_device``)."""
+    check_options(cfg)
     check_device_support(cfg.sharding, cfg.optimizer.embedding.name, compute_device)
     topology = make_topology(cfg, world_size=world_size, compute_device=compute_device,
                              local_world_size=local_world_size)
     collector = _EstimateCollector({table.name: list(table.feature_names) for table in table_configs(model)})
     planner = EmbeddingShardingPlanner(topology=topology, batch_size=cfg.train.batch_size,
                                        constraints=make_constraints(model, cfg), stats=[collector], debug=False)
-    sharders = make_sharders()
+    sharders = make_sharders(cfg.sharding, compute_device)
     if pg is None:
         try:
             plan = planner.plan(model, sharders)
@@ -177,7 +179,7 @@ def shard_model(model: nn.Module, cfg: Config, *, device: torch.device,
     result = plan_tables(model, cfg, world_size=world_size, compute_device=device.type,
                          local_world_size=local_world_size, pg=pg)
     dmp = DistributedModelParallel(module=model, env=ShardingEnv.from_process_group(pg), device=device,
-                                   plan=result.plan, sharders=make_sharders())
+                                   plan=result.plan, sharders=make_sharders(cfg.sharding, device.type))
     if dist.get_rank(pg) == 0:
         print(f"== sharding plan ({world_size} ranks, {device.type})\n{describe_plan(result.plan, result.estimate)}",
               flush=True)

@@ -3,6 +3,10 @@
 Under torchrun (or torchx) the environment gives ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
 ``MASTER_PORT``; launched as a plain process the run is a world of one on a free local port. CUDA ranks use NCCL
 and the GPU of their ``LOCAL_RANK``; CPU ranks use gloo.
+
+Batches reach the device by one path: with ``train.pipeline`` the loaders hand out (pinned) host batches and
+TorchRec's pipeline copies them on its own stream, a batch ahead; without it the loader copies them on its side
+stream (:func:`loader_device`).
 """
 
 from __future__ import annotations
@@ -46,13 +50,29 @@ def pick_device(train_cfg: TrainConfig, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def loader_device(train_cfg: TrainConfig, device: torch.device) -> torch.device:
+    """Where the loaders put their batches: the CPU when TorchRec's pipeline will copy them (``train.pipeline``; a
+    loader copy would leave the pipeline's copy stage a no-op, with an extra stream, event and batch in flight),
+    else ``device`` (the loader's pinned, side-stream copy is then the only one)."""
+    return torch.device("cpu") if train_cfg.pipeline else device
+
+
+def set_tf32(enabled: bool) -> None:
+    """``train.tf32``: TensorFloat-32 (10-bit mantissa products, fp32 accumulation) for fp32 matmuls and cuDNN
+    convolutions on Ampere and later GPUs, or full fp32 when off. Set explicitly either way, since torch's defaults
+    differ (matmuls off, cuDNN on). The fused dot kernels follow the matmul switch."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
 def init_distributed(train_cfg: TrainConfig) -> DistEnv:
-    """Joins (or creates) the default process group and picks this rank's device."""
+    """Joins (or creates) the default process group, picks this rank's device and sets ``train.tf32``."""
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(train_cfg, local_rank)
+    set_tf32(train_cfg.tf32)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -110,7 +130,7 @@ def build_trainer(cfg: Config, env: DistEnv):
 
     def loader(split: str, batch_size: int, train: bool):
         return make_loader(cfg.data, split=split, batch_size=batch_size, rank=env.rank, world_size=env.world_size,
-                           seed=cfg.train.seed, train=train, device=env.device)
+                           seed=cfg.train.seed, train=train, device=loader_device(cfg.train, env.device))
 
     eval_loader = None
     if cfg.data.eval_split:

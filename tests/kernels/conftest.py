@@ -17,6 +17,9 @@ HAS_CUDA = torch.cuda.is_available()
 def _triton_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
     if not HAS_CUDA:
         monkeypatch.setenv("TRITON_INTERPRET", "1")
+    # The default launch config, not one timed per shape (each test shape would time every candidate);
+    # test_launch_configs.py times them itself.
+    monkeypatch.setenv("DLRM_SCALE_KERNEL_TUNING", "0")
 
 
 @pytest.fixture

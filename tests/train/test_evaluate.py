@@ -97,3 +97,25 @@ def test_evaluate_excludes_padding_and_respects_max_batches() -> None:
     first_two = evaluate(run_batches, loader, max_batches=2)
     assert first_two.rows == 16
     assert loader.epochs == [0, 0]
+
+
+def test_metrics_stay_on_the_device_until_one_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``.item()`` / ``.cpu()`` inside the computation (each would be a GPU sync); one ``tolist`` at the end."""
+    generator = torch.Generator().manual_seed(3)
+    logits, labels = torch.randn(500, generator=generator), (torch.rand(500, generator=generator) < 0.3).float()
+    expected = binary_metrics(logits, labels)
+    transfers = []
+    original_tolist = torch.Tensor.tolist
+
+    def forbidden(self, *args, **kwargs):
+        raise AssertionError("a host transfer inside the metric computation")
+
+    def counted_tolist(self):
+        transfers.append(self.shape)
+        return original_tolist(self)
+
+    monkeypatch.setattr(torch.Tensor, "item", forbidden)
+    monkeypatch.setattr(torch.Tensor, "cpu", forbidden)
+    monkeypatch.setattr(torch.Tensor, "tolist", counted_tolist)
+    assert binary_metrics(logits, labels) == expected
+    assert transfers == [torch.Size([5])]
