@@ -47,7 +47,7 @@ def test_each_batch_is_copied_once_by_one_party(world_of_one: DistEnv, tmp_path:
                                                 pipelined: bool) -> None:
     """Every batch reaches ``BatchRunner.run`` once and is copied once: by TorchRec's pipeline (its copy stage) when
     pipelined, else by the plain loop (a no-op after the loader's own copy on GPUs)."""
-    cfg = load_config("tiny_cpu", ["data.path=", "data.cardinalities=[50, 40, 30]", "data.synthetic_rows=256",
+    cfg = load_config("tiny_cpu", ["data.source=synthetic", "data.cardinalities=[50, 40, 30]", "data.synthetic_rows=256",
                                    "train.batch_size=32", f"train.pipeline={str(pipelined).lower()}",
                                    "train.progress=false", f"train.out_dir={tmp_path}", "data.eval_split="])
     trainer = build_trainer(cfg, world_of_one)

@@ -16,7 +16,7 @@ from dlrm_scale.train.build import DistEnv, build_trainer, set_tf32
 
 pytestmark = pytest.mark.gpu
 
-TINY = ["data.path=", "data.cardinalities=[5000, 400, 30000, 70]", "data.synthetic_rows=4096",
+TINY = ["data.source=synthetic", "data.cardinalities=[5000, 400, 30000, 70]", "data.synthetic_rows=4096",
         "train.batch_size=256", "train.max_steps=6", "train.progress=false", "train.device=cuda",
         "data.eval_split=", "train.log_every_steps=2"]
 
