@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         manifest = prepare(cfg)
     except PrepError as exc:
         print(f"prep: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     seconds = time.perf_counter() - start
     if manifest is None:
         print(f"prep: rank {cfg.rank} done in {seconds:.1f} s; rank 0 writes the manifest", file=sys.stderr)

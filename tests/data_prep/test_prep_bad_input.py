@@ -54,7 +54,7 @@ def test_error_names_file_line_and_field(tmp_path, capsys, kind, gz) -> None:
     bad_index = 777  # past the first block and, for the plain file, in a later chunk
     lines[bad_index] = _corrupt(lines[bad_index], kind)
     path = write_lines(tmp_path / ("day_0.gz" if gz else "day_0"), lines, gz=gz)
-    assert prep("--input", path, "--out", tmp_path / "out", *SMALL) == 1
+    assert prep("--input", path, "--out", tmp_path / "out", *SMALL) == 2
     err = capsys.readouterr().err
     assert f"{path}:{bad_index + 1}: {EXPECTED[kind]}" in err
     assert not (tmp_path / "out" / "manifest.json").exists()
@@ -65,7 +65,7 @@ def test_error_line_number_after_header(tmp_path, capsys) -> None:
     lines[250] = _corrupt(lines[250].replace(",", "\t"), "hex").replace("\t", ",")
     header = ",".join(["label", *(f"I{i}" for i in range(1, 14)), *(f"C{i}" for i in range(1, 27))])
     path = write_lines(tmp_path / "x.csv", lines, header=header)
-    assert prep("--input", path, "--out", tmp_path / "out", *SMALL) == 1
+    assert prep("--input", path, "--out", tmp_path / "out", *SMALL) == 2
     assert f"{path}:252: field C7" in capsys.readouterr().err  # line 1 is the header
 
 
@@ -104,22 +104,22 @@ def test_truncated_gzip_is_named(tmp_path, capsys) -> None:
     path = write_lines(tmp_path / "day_0.gz", random_lines(2000, seed=1), gz=True)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) * 2 // 3])
-    assert prep("--input", path, "--out", tmp_path / "out", *SMALL) == 1
+    assert prep("--input", path, "--out", tmp_path / "out", *SMALL) == 2
     err = capsys.readouterr().err
     assert f"{path}: truncated or corrupt gzip file" in err
 
 
 def test_layout_errors(tmp_path, capsys) -> None:
     odd = write_lines(tmp_path / "odd.tsv", ["1\t2\t3"])
-    assert prep("--input", odd, "--out", tmp_path / "a") == 1
+    assert prep("--input", odd, "--out", tmp_path / "a") == 2
     assert f"{odd}: of 1 sampled lines, 1 lines with 3 tab-separated fields; expected most to have 40" in (
         capsys.readouterr().err)
     header = write_lines(tmp_path / "h.csv", ["0," * 39 + "0"], header="label,I1,foo")
-    assert prep("--input", header, "--out", tmp_path / "b") == 1
+    assert prep("--input", header, "--out", tmp_path / "b") == 2
     assert "header has unknown columns ['foo']" in capsys.readouterr().err
-    assert prep("--input", tmp_path, "--out", tmp_path / "c") == 1
+    assert prep("--input", tmp_path, "--out", tmp_path / "c") == 2
     assert "is a directory" in capsys.readouterr().err
-    assert prep("--input", tmp_path / "missing", "--out", tmp_path / "d") == 1
+    assert prep("--input", tmp_path / "missing", "--out", tmp_path / "d") == 2
     assert "no such input file" in capsys.readouterr().err
 
 
@@ -164,7 +164,7 @@ def test_a_short_first_line_is_the_bad_line_not_the_layout(tmp_path, capsys, dat
     lines = random_lines(400, seed=21)
     lines[0] = _corrupt(lines[0], "fields")
     path = write_lines(tmp_path / "day_0", lines)
-    assert prep("--input", path, "--out", tmp_path / "err", "--dataset", dataset, "--holdout", "none", *SMALL) == 1
+    assert prep("--input", path, "--out", tmp_path / "err", "--dataset", dataset, "--holdout", "none", *SMALL) == 2
     assert f"{path}:1: 39 fields; expected 40" in capsys.readouterr().err
     out = tmp_path / "skip"
     assert prep("--input", path, "--out", out, "--dataset", dataset, "--on-bad-line", "skip",
@@ -175,6 +175,6 @@ def test_a_short_first_line_is_the_bad_line_not_the_layout(tmp_path, capsys, dat
 
 def test_a_role_that_contradicts_the_lines_is_refused(tmp_path, capsys) -> None:
     path = write_lines(tmp_path / "test.txt", random_lines(50, seed=3))  # Kaggle's test.txt has no labels
-    assert prep("--input", path, "--out", tmp_path / "out", "--dataset", "kaggle") == 1
+    assert prep("--input", path, "--out", tmp_path / "out", "--dataset", "kaggle") == 2
     assert (f"{path}: 50 of 50 sampled lines have 40 tab-separated fields, but an unlabeled file of the kaggle "
             "dataset has 39") in capsys.readouterr().err
