@@ -23,8 +23,6 @@ Example (``model.pt`` from ``dlrm-scale export``)::
 
 from __future__ import annotations
 
-from typing import List, Tuple
-
 import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -88,9 +86,9 @@ class ServingDLRM(nn.Module):
     ``log1p`` or ``log3`` (:mod:`data_prep.transform`).
     """
 
-    def __init__(self, *, embeddings: nn.Module, dense_arch: nn.Module, sparse_names: List[str],
-                 cardinalities: List[int], embedding_dim: int, num_dense: int, encoding: str, max_ind_range: int,
-                 dense_transform: str, vocab_sorted: List[torch.Tensor], vocab_ids: List[torch.Tensor]) -> None:
+    def __init__(self, *, embeddings: nn.Module, dense_arch: nn.Module, sparse_names: list[str],
+                 cardinalities: list[int], embedding_dim: int, num_dense: int, encoding: str, max_ind_range: int,
+                 dense_transform: str, vocab_sorted: list[torch.Tensor], vocab_ids: list[torch.Tensor]) -> None:
         super().__init__()
         self.embeddings = embeddings
         self.dense_arch = dense_arch
@@ -108,7 +106,7 @@ class ServingDLRM(nn.Module):
         offsets = [0]
         for size in sizes:
             offsets.append(offsets[-1] + size)
-        self.vocab_offsets: List[int] = offsets
+        self.vocab_offsets: list[int] = offsets
         empty = torch.zeros(0, dtype=torch.int64)
         self.register_buffer("vocab_sorted", torch.cat(vocab_sorted) if vocab_sorted else empty)
         self.register_buffer("vocab_ids", torch.cat(vocab_ids) if vocab_ids else empty)
@@ -133,7 +131,7 @@ class ServingDLRM(nn.Module):
             values = torch.remainder(values, self.max_ind_range)
         if self.encoding == "hash":
             return values
-        columns: List[torch.Tensor] = []
+        columns: list[torch.Tensor] = []
         for column in range(self.num_sparse):
             start = self.vocab_offsets[column]
             end = self.vocab_offsets[column + 1]
@@ -148,7 +146,7 @@ class ServingDLRM(nn.Module):
         return torch.stack(columns, dim=1)
 
     @torch.jit.export
-    def prepare(self, dense_raw: torch.Tensor, sparse_raw: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def prepare(self, dense_raw: torch.Tensor, sparse_raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw parsed fields -> what ``prep`` writes: ``dense (B, ND) float32``, ``ids (B, NS) int64``."""
         if dense_raw.dim() != 2 or dense_raw.shape[1] != self.num_dense:
             raise ValueError("dense_raw must be (B, " + str(self.num_dense) + ")")
@@ -178,10 +176,10 @@ class ServingDLRM(nn.Module):
         return self.logits_prepared(dense, ids)
 
     @torch.jit.export
-    def parse_fields(self, rows: List[List[str]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def parse_fields(self, rows: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows of ND integer strings then NS hex strings -> ``dense_raw (B, ND) float64``, ``sparse_raw (B, NS)``."""
-        dense: List[List[float]] = []
-        sparse: List[List[int]] = []
+        dense: list[list[float]] = []
+        sparse: list[list[int]] = []
         for row in rows:
             if len(row) != self.num_dense + self.num_sparse:
                 raise ValueError("a row has " + str(len(row)) + " fields; expected "
@@ -192,7 +190,7 @@ class ServingDLRM(nn.Module):
                 torch.tensor(sparse, dtype=torch.int64).view(len(rows), self.num_sparse))
 
     @torch.jit.export
-    def score_fields(self, rows: List[List[str]]) -> torch.Tensor:
+    def score_fields(self, rows: list[list[str]]) -> torch.Tensor:
         """Rows of raw text fields -> click probabilities ``(B,)``."""
         dense_raw, sparse_raw = self.parse_fields(rows)
         return torch.sigmoid(self.forward(dense_raw, sparse_raw))
