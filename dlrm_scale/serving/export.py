@@ -175,6 +175,8 @@ def build_serving_module(model, cfg, sizes: list[int], *, quantize: str, vocab_s
         cardinalities=sizes, embedding_dim=dim, num_dense=cfg.data.num_dense, encoding=cfg.data.encoding,
         max_ind_range=cfg.data.max_ind_range, dense_transform=cfg.data.dense_transform,
         vocab_sorted=[torch.from_numpy(v) for v in vocab_sorted], vocab_ids=[torch.from_numpy(i) for i in vocab_ids])
+    for parameter in serving.parameters():
+        parameter.requires_grad_(False)  # a scoring model: no autograd graph behind its outputs
     return torch.jit.script(serving.eval())
 
 

@@ -1,0 +1,120 @@
+"""``dlrm-scale export`` from real run folders: the artifact alone, in a fresh interpreter without the package,
+scores raw rows exactly as the trainer's evaluation scores the same rows after prep and the loader."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlrm_scale.cli import main
+from dlrm_scale.serving.artifact import MANIFEST_FILE, MODEL_FILE, read_manifest
+
+pytestmark = pytest.mark.multiproc
+
+# The artifact's only imports: torch, and torchrec for fbgemm's operators. Run with `python -I` from an empty
+# directory, so neither this checkout nor PYTHONPATH is importable.
+FRESH_SCRIPT = """
+import sys
+import numpy as np
+import torch
+import torchrec  # registers fbgemm's operators
+model = torch.jit.load(sys.argv[1])
+rows = [line.rstrip("\\n").split("\\t")[1:] for line in open(sys.argv[2])]
+with torch.inference_mode():
+    dense_raw, sparse_raw = model.parse_fields(rows)
+    np.save(sys.argv[3], model(dense_raw, sparse_raw).numpy())
+assert not any(name.startswith(("dlrm_scale", "data_prep")) for name in sys.modules)
+"""
+
+
+def fresh_interpreter_logits(model_dir: Path, raw: Path, tmp_path: Path) -> np.ndarray:
+    script = tmp_path / "score.py"
+    script.write_text(FRESH_SCRIPT)
+    out = tmp_path / "fresh.npy"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    workdir = tmp_path / "empty"
+    workdir.mkdir()
+    proc = subprocess.run([sys.executable, "-I", str(script), str(model_dir / MODEL_FILE), str(raw), str(out)],
+                          cwd=workdir, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return np.load(out)
+
+
+def test_two_rank_rowwise_export_scores_raw_rows_as_the_trainer_in_a_fresh_interpreter(hash_run, hash_model,
+                                                                                    tmp_path):
+    logits = fresh_interpreter_logits(hash_model, hash_run.raw[0], tmp_path)
+    assert logits.shape == hash_run.trainer_logits.shape
+    np.testing.assert_allclose(logits, hash_run.trainer_logits, rtol=0, atol=1e-5)
+    assert np.std(logits) > 0  # a trained model that tells rows apart, not a constant
+    manifest = json.loads((hash_model / MANIFEST_FILE).read_text())
+    assert manifest["encoding"] == "hash" and manifest["max_ind_range"] == 300
+    assert manifest["cardinalities"] == [300] * 26 and manifest["sparse_features"][0] == "C1"
+    assert manifest["artifact"]["format"] == "torchscript" and manifest["quantize"] == "none"
+
+
+@pytest.mark.parametrize("quantize, tolerance", [
+    ("int8", 1e-2),
+    pytest.param("fp16", 1e-3, marks=pytest.mark.slow),
+    pytest.param("int4", 5e-2, marks=pytest.mark.slow),
+])
+def test_quantized_export_is_within_tolerance_and_smaller(hash_run, hash_model, tmp_path, quantize, tolerance):
+    """Row-wise quantized tables (torchrec.quant on fbgemm): click probabilities within ``tolerance`` of fp32."""
+    import torch
+
+    from dlrm_scale.serving.artifact import load_model
+
+    out = tmp_path / quantize
+    assert main(["export", "--run-dir", str(hash_run.run_dir), "--out", str(out), "--quantize", quantize]) == 0
+    lines = [line.split("\t")[1:] for line in hash_run.raw[0].read_text().splitlines()]
+    scores = {}
+    for name, directory in (("fp32", hash_model), (quantize, out)):
+        model, manifest = load_model(directory)
+        with torch.inference_mode():
+            scores[name] = model.score_fields(lines).numpy()
+    assert manifest["quantize"] == quantize
+    difference = np.abs(scores[quantize] - scores["fp32"]).max()
+    assert difference <= tolerance
+    assert difference > 0  # the tables really are quantized
+    assert (out / MODEL_FILE).stat().st_size < (hash_model / MODEL_FILE).stat().st_size
+
+
+def test_vocab_export_of_real_criteo_samples_predicts_as_the_trainer(criteo_vocab_run, tmp_path):
+    """Raw TSV and CSV (integers printed as 260.0) -> predict -> the trainer's scores after prep + loader."""
+    import pyarrow.parquet as pq
+
+    model_dir = tmp_path / "model"
+    assert main(["export", "--run-dir", str(criteo_vocab_run.run_dir), "--out", str(model_dir)]) == 0
+    manifest = read_manifest(model_dir)
+    assert manifest["encoding"] == "vocab" and manifest["min_frequency"] == 2
+    vocabulary = np.load(model_dir / manifest["vocabularies"]["C1"], allow_pickle=False)
+    assert vocabulary.dtype == np.int64 and len(vocabulary) == manifest["cardinalities"][0] - 1
+    scores = tmp_path / "scores.parquet"
+    assert main(["predict", "--model", str(model_dir), "--input", *map(str, criteo_vocab_run.raw), "--out",
+                 str(scores), "--no-progress"]) == 0
+    table = pq.read_table(scores)
+    np.testing.assert_allclose(table.column("logit").to_numpy(), criteo_vocab_run.trainer_logits, rtol=0, atol=1e-5)
+    sigmoid = 1 / (1 + np.exp(-table.column("logit").to_numpy().astype(np.float64)))
+    np.testing.assert_allclose(table.column("score").to_numpy(), sigmoid, rtol=1e-6)
+    inputs = table.column("input").to_numpy()
+    assert [int((inputs == i).sum()) for i in range(4)] == [1999, 200, 100, 5]
+    assert table.column("row").to_numpy()[inputs == 1].tolist() == list(range(200))
+
+
+def test_export_refuses_what_it_cannot_export_in_one_line(hash_run, tmp_path, capsys):
+    assert main(["export", "--run-dir", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
+    assert main(["export", "--run-dir", str(hash_run.run_dir), "--out", str(tmp_path / "m"),
+                 "--checkpoint", str(tmp_path)]) == 2
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "x").write_text("keep me")
+    assert main(["export", "--run-dir", str(hash_run.run_dir), "--out", str(occupied)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("dlrm-scale export: error:") for line in errors)
+    assert "config.toml" in errors[0] and "checkpoint" in errors[1] and "--force" in errors[2]
