@@ -135,7 +135,8 @@ def load_unsharded(cfg, sizes: list[int], checkpointer, path: Path):
     tables = [key for key in state if ".embedding_bags." in key]
     dense = {key: value for key, value in state.items() if key not in tables}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")  # world of one: intended
             checkpointer.load(path, {"model": dense})
             for key in tables:
                 checkpointer.load(path, {"model": {key: state[key]}})
@@ -177,7 +178,9 @@ def build_serving_module(model, cfg, sizes: list[int], *, quantize: str, vocab_s
         vocab_sorted=[torch.from_numpy(v) for v in vocab_sorted], vocab_ids=[torch.from_numpy(i) for i in vocab_ids])
     for parameter in serving.parameters():
         parameter.requires_grad_(False)  # a scoring model: no autograd graph behind its outputs
-    return torch.jit.script(serving.eval())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TorchScript will treat type annotations")  # torchrec's
+        return torch.jit.script(serving.eval())
 
 
 def _random_prepared(sizes: list[int], num_dense: int, rows: int = 64):

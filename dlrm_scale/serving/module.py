@@ -21,8 +21,7 @@ Example (``model.pt`` from ``dlrm-scale export``)::
     probabilities = model.score_fields([line.split("\\t")[1:] for line in lines])  # (B,)
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: TorchScript reads the class attribute annotation below as an object.
 import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -66,9 +65,22 @@ def _parse_hex(text: str, column: int) -> int:
 
 
 def _parse_int(text: str, column: int) -> float:
-    """One integer field -> its value as float64 (``260.0`` is accepted, as prep's CSV reader does); 0 if empty."""
+    """One integer field -> its value as float64; 0 if empty. Digits with an optional sign and an optional
+    all-zero fraction (``260.0``, as prep's CSV reader accepts); exponent notation is not read here."""
     if len(text) == 0:
         return 0.0
+    digits = 0
+    dots = 0
+    for position, char in enumerate(text):
+        if char.isdigit():
+            digits += 1
+        elif char == ".":
+            dots += 1
+        elif not (position == 0 and (char == "-" or char == "+")):
+            digits = -1
+            break
+    if digits <= 0 or dots > 1:
+        raise ValueError("field I" + str(column + 1) + ": '" + text + "' is not an integer")
     value = float(text)
     if value != value or value - float(int(value)) != 0.0:
         raise ValueError("field I" + str(column + 1) + ": '" + text + "' is not an integer")
@@ -86,6 +98,8 @@ class ServingDLRM(nn.Module):
     ``log1p`` or ``log3`` (:mod:`data_prep.transform`).
     """
 
+    vocab_offsets: list[int]  # column i's vocabulary is vocab_sorted[vocab_offsets[i]:vocab_offsets[i + 1]]
+
     def __init__(self, *, embeddings: nn.Module, dense_arch: nn.Module, sparse_names: list[str],
                  cardinalities: list[int], embedding_dim: int, num_dense: int, encoding: str, max_ind_range: int,
                  dense_transform: str, vocab_sorted: list[torch.Tensor], vocab_ids: list[torch.Tensor]) -> None:
@@ -101,12 +115,11 @@ class ServingDLRM(nn.Module):
         self.dense_transform = dense_transform
         self.hash_space = HASH_SPACE  # an attribute: TorchScript does not read module-level ints
         self.register_buffer("cardinalities", torch.tensor(cardinalities, dtype=torch.int64))
-        # Vocabularies of all columns end to end: column i is [offsets[i], offsets[i + 1]).
         sizes = [len(values) for values in vocab_sorted] if vocab_sorted else [0] * len(sparse_names)
         offsets = [0]
         for size in sizes:
             offsets.append(offsets[-1] + size)
-        self.vocab_offsets: list[int] = offsets
+        self.vocab_offsets = offsets
         empty = torch.zeros(0, dtype=torch.int64)
         self.register_buffer("vocab_sorted", torch.cat(vocab_sorted) if vocab_sorted else empty)
         self.register_buffer("vocab_ids", torch.cat(vocab_ids) if vocab_ids else empty)
