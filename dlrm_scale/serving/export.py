@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -171,8 +172,15 @@ def build_serving_module(model, cfg, sizes: list[int], *, quantize: str, vocab_s
         quantize_embeddings(holder, dtype=dtype, inplace=True)
         embeddings = holder.embeddings
         model.sparse_arch.embedding_bag_collection = nn.Identity()  # drop the fp32 tables
+    fx_log = logging.getLogger("torch.fx._symbolic_trace")  # says is_fx_tracing also covers torch.export
+    level = fx_log.level
+    fx_log.setLevel(logging.ERROR)
+    try:
+        traced_embeddings = torchrec.fx.symbolic_trace(embeddings)
+    finally:
+        fx_log.setLevel(level)
     serving = ServingDLRM(
-        embeddings=torchrec.fx.symbolic_trace(embeddings), dense_arch=traced, sparse_names=names,
+        embeddings=traced_embeddings, dense_arch=traced, sparse_names=names,
         cardinalities=sizes, embedding_dim=dim, num_dense=cfg.data.num_dense, encoding=cfg.data.encoding,
         max_ind_range=cfg.data.max_ind_range, dense_transform=cfg.data.dense_transform,
         vocab_sorted=[torch.from_numpy(v) for v in vocab_sorted], vocab_ids=[torch.from_numpy(i) for i in vocab_ids])
