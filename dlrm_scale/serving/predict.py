@@ -153,12 +153,17 @@ def _score(dense, ids, *, prepared: bool, batch_rows: int):
     import torch
 
     out = np.empty(len(dense), np.float32)
+    method = _MODEL.logits_prepared if prepared else _MODEL.forward
     with torch.inference_mode():
         for start in range(0, len(dense), batch_rows):
             dense_part = torch.from_numpy(np.ascontiguousarray(dense[start:start + batch_rows]))
             ids_part = torch.from_numpy(np.ascontiguousarray(ids[start:start + batch_rows]))
-            method = _MODEL.logits_prepared if prepared else _MODEL.forward
-            out[start:start + batch_rows] = method(dense_part, ids_part).float().numpy()
+            try:
+                out[start:start + batch_rows] = method(dense_part, ids_part).float().numpy()
+            except torch.jit.Error as exc:  # the model's own input checks, raised through TorchScript
+                lines = [line for line in str(exc).splitlines() if line.strip()]
+                raise PredictError(f"rows {start}..{start + len(ids_part) - 1}: "
+                                   f"{lines[-1].split(': ', 1)[-1] if lines else exc}") from exc
     return out
 
 
@@ -212,7 +217,11 @@ def run_task(task: Task, *, fmt: str, block_bytes: int, batch_rows: int, policy:
             raise PredictError(f"{task.path}: not a prepared shard (no column {exc}); pass raw logs or prep's "
                                "Parquet shards") from exc
         rows.append(np.arange(table.num_rows, dtype=np.int64))
-        logits.append(_score(dense.astype(np.float32), ids.astype(np.int64), prepared=True, batch_rows=batch_rows))
+        try:
+            logits.append(_score(dense.astype(np.float32), ids.astype(np.int64), prepared=True,
+                                 batch_rows=batch_rows))
+        except PredictError as exc:
+            raise PredictError(f"{task.path} (row group {task.index}), {exc}") from exc
         lines = table.num_rows
         _progress(task.nbytes)
     else:
@@ -305,9 +314,11 @@ def predict(model_dir: str, paths: list[str], out: str | Path, *, on_bad_line: s
     context = multiprocessing.get_context("spawn")
     counter = context.Value("q", sum(t.nbytes for t in tasks) - sum(t.nbytes for t in todo))
     bar = _bar(sum(t.nbytes for t in tasks), counter.value, enabled=progress)
+    # Loaded here in every case: a model that fails to load must fail once, in this process, not in a pool
+    # initializer that the pool would restart forever.
+    _init_worker(model_dir, counter, 0)
     try:
         if workers == 1 or len(todo) <= 1:
-            _init_worker(model_dir, counter, 0)
             for task in todo:
                 run_task(task, **kwargs)
                 bar(counter.value)

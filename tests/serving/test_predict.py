@@ -134,3 +134,24 @@ def test_corrupt_or_mismatched_model_directories_are_one_line_errors(hash_model,
         error = capsys.readouterr().err.strip().splitlines()
         assert status == 2, name
         assert len(error) == 1 and message in error[0], (name, error)
+
+
+def test_prepared_shards_that_do_not_fit_the_model_are_one_line_errors(hash_model, hash_run, tmp_path, capsys):
+    import pyarrow as pa
+
+    shard = next((hash_run.data / "train").glob("*.parquet"))
+    table = pq.read_table(shard)
+    outside = tmp_path / "outside.parquet"
+    pq.write_table(table.set_column(table.column_names.index("C1"), "C1",
+                                    pa.array(np.full(table.num_rows, 300, np.int64))), outside)
+    other = tmp_path / "other"
+    shutil.copytree(hash_run.data, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["dense_transform"] = "log3"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    cases = [(outside, "outside [0, cardinality)"), (next((other / "train").glob("*.parquet")), "log3")]
+    for path, message in cases:
+        status = main(["predict", "--model", str(hash_model), "--input", str(path), "--out",
+                       str(tmp_path / "s.parquet"), "--no-progress"])
+        error = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and len(error) == 1 and message in error[0], error
