@@ -174,13 +174,7 @@ def build_serving_module(model, cfg, sizes: list[int], *, quantize: str, vocab_s
         quantize_embeddings(holder, dtype=dtype, inplace=True)
         embeddings = holder.embeddings
         model.sparse_arch.embedding_bag_collection = nn.Identity()  # drop the fp32 tables
-    fx_log = logging.getLogger("torch.fx._symbolic_trace")  # says is_fx_tracing also covers torch.export
-    level = fx_log.level
-    fx_log.setLevel(logging.ERROR)
-    try:
-        traced_embeddings = torchrec.fx.symbolic_trace(embeddings)
-    finally:
-        fx_log.setLevel(level)
+    traced_embeddings = torchrec.fx.symbolic_trace(embeddings)
     serving = ServingDLRM(
         embeddings=traced_embeddings, dense_arch=traced, sparse_names=names,
         cardinalities=sizes, embedding_dim=dim, num_dense=cfg.data.num_dense, encoding=cfg.data.encoding,
@@ -230,12 +224,19 @@ def export_model(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path
 
     dense, ids = _random_prepared(sizes, cfg.data.num_dense)
     names = sparse_feature_names(len(sizes))
-    with torch.no_grad():
-        reference = model(dense, KeyedJaggedTensor(keys=names, values=ids.t().reshape(-1),
-                                                   lengths=torch.ones(ids.numel(), dtype=torch.int32)))
-        scripted = build_serving_module(model, cfg, sizes, quantize=quantize, vocab_sorted=vocab_sorted,
-                                        vocab_ids=vocab_ids)
-        check = (scripted.logits_prepared(dense, ids) - reference).abs().max().item()
+    # torch.fx logs that is_fx_tracing also covers torch.export each time torchrec asks: not ours to act on
+    fx_log = logging.getLogger("torch.fx._symbolic_trace")
+    level = fx_log.level
+    fx_log.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad():
+            reference = model(dense, KeyedJaggedTensor(keys=names, values=ids.t().reshape(-1),
+                                                       lengths=torch.ones(ids.numel(), dtype=torch.int32)))
+            scripted = build_serving_module(model, cfg, sizes, quantize=quantize, vocab_sorted=vocab_sorted,
+                                            vocab_ids=vocab_ids)
+            check = (scripted.logits_prepared(dense, ids) - reference).abs().max().item()
+    finally:
+        fx_log.setLevel(level)
     if quantize == "none" and not check <= 1e-5:
         raise ExportError(f"export check failed: the scripted model's logits differ from the trained model's by "
                           f"{check:.3g} on random rows (expected <= 1e-5)")
