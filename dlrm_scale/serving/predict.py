@@ -13,9 +13,10 @@ at the first one, naming file, line and field.
 
 Work is cut as ``prep`` cuts it (plain files in line-aligned chunks of ``--chunk-bytes``, a gzip file or a shard's
 row group one task each) and fanned out over ``--workers`` processes; memory per worker is one block of
-``--block-bytes`` (or one row group) plus its scores. Each task writes ``<out>.parts/<task>.parquet`` with an
-atomic rename, so rerunning the same command after a crash redoes only unfinished tasks; the parts are then
-concatenated in input order and removed.
+``--block-bytes`` (or one row group) plus its scores, whatever the size of a file: each task streams its scores,
+a row group per block, to ``<out>.parts/<task>.parquet`` and renames it into place when done, so rerunning the
+same command after a crash redoes only unfinished tasks; the parts are then concatenated in input order, a row
+group at a time, and removed.
 
 Example::
 
@@ -168,8 +169,8 @@ def _score(dense, ids, *, prepared: bool, batch_rows: int):
 
 
 def _raw_batches(task: Task, fmt: str, block_bytes: int, policy: str):
-    """``(rows (N,) int64 line in chunk, dense_raw (N, 13), sparse_raw (N, 26), bad [(line, reason)], lines)``
-    per block of the chunk."""
+    """``(rows (N,) int64 line in the chunk, dense_raw (N, 13), sparse_raw (N, 26), bad [(line in the block,
+    reason)], lines in the block)`` per block of the chunk."""
     import numpy as np
 
     from data_prep.chunks import Chunk, iter_blocks
@@ -189,62 +190,71 @@ def _raw_batches(task: Task, fmt: str, block_bytes: int, policy: str):
             raise PredictError(f"{source.path}:{line}: {first.reason} (line: {preview(first.raw)!r}); "
                                "--on-bad-line skip scores the other lines")
         sparse = np.where(parsed.sparse_missing, -1, parsed.sparse.astype(np.int64))
-        yield (line0 + parsed.row_lines, parsed.dense.T, sparse.T,
-               [(line0 + bad.line, bad.reason) for bad in parsed.bad], parsed.lines)
+        yield (line0 + parsed.row_lines, parsed.dense.T, sparse.T, [(bad.line, bad.reason) for bad in parsed.bad],
+               parsed.lines)
         line0 += parsed.lines
 
 
-def run_task(task: Task, *, fmt: str, block_bytes: int, batch_rows: int, policy: str, parts: Path) -> str:
-    """Scores one task into ``parts/<task>.parquet`` (rows relative to the task; ``lines`` in its metadata)."""
+def _task_blocks(task: Task, *, fmt: str, block_bytes: int, batch_rows: int, policy: str):
+    """``(rows (N,) int64 relative to the task, logits (N,) float32, bad [(row, reason)], lines)`` per block of a raw
+    chunk, or per row group of a shard."""
     import numpy as np
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from data_prep.errors import PrepError
     from dlrm_scale.config import dense_feature_names, sparse_feature_names
 
+    if task.kind == "raw":
+        try:
+            for rows, dense_raw, sparse_raw, bad, lines in _raw_batches(task, fmt, block_bytes, policy):
+                yield rows, _score(dense_raw, sparse_raw, prepared=False, batch_rows=batch_rows), bad, lines
+        except PrepError as exc:
+            raise PredictError(str(exc)) from exc
+        return
+    table = pq.ParquetFile(task.path).read_row_group(task.index)
+    try:
+        dense = np.stack([table.column(n).to_numpy() for n in dense_feature_names(int(_MODEL.num_dense))], 1)
+        ids = np.stack([table.column(n).to_numpy() for n in sparse_feature_names(int(_MODEL.num_sparse))], 1)
+    except KeyError as exc:
+        raise PredictError(f"{task.path}: not a prepared shard (no column {exc}); pass raw logs or prep's "
+                           "Parquet shards") from exc
+    try:
+        logits = _score(dense.astype(np.float32), ids.astype(np.int64), prepared=True, batch_rows=batch_rows)
+    except PredictError as exc:
+        raise PredictError(f"{task.path} (row group {task.index}), {exc}") from exc
+    _progress(task.nbytes)
+    yield np.arange(table.num_rows, dtype=np.int64), logits, [], table.num_rows
+
+
+def run_task(task: Task, *, fmt: str, block_bytes: int, batch_rows: int, policy: str, parts: Path) -> str:
+    """Scores one task into ``parts/<task>.parquet``, a row group per block (rows relative to the task, its line
+    count in the file's metadata), and its bad lines into ``parts/<task>.bad.tsv``; the Parquet file, renamed into
+    place last, marks the task done."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     target = parts / f"{task.name}.parquet"
     if target.exists():
         return str(target)
-    rows, logits, bad, lines = [], [], [], 0
-    if task.kind == "parquet":
-        table = pq.ParquetFile(task.path).read_row_group(task.index)
-        num_dense, num_sparse = int(_MODEL.num_dense), int(_MODEL.num_sparse)
-        try:
-            dense = np.stack([table.column(n).to_numpy() for n in dense_feature_names(num_dense)], 1)
-            ids = np.stack([table.column(n).to_numpy() for n in sparse_feature_names(num_sparse)], 1)
-        except KeyError as exc:
-            raise PredictError(f"{task.path}: not a prepared shard (no column {exc}); pass raw logs or prep's "
-                               "Parquet shards") from exc
-        rows.append(np.arange(table.num_rows, dtype=np.int64))
-        try:
-            logits.append(_score(dense.astype(np.float32), ids.astype(np.int64), prepared=True,
-                                 batch_rows=batch_rows))
-        except PredictError as exc:
-            raise PredictError(f"{task.path} (row group {task.index}), {exc}") from exc
-        lines = table.num_rows
-        _progress(task.nbytes)
-    else:
-        try:
-            for block_rows, dense_raw, sparse_raw, block_bad, block_lines in _raw_batches(task, fmt, block_bytes,
-                                                                                          policy):
-                rows.append(block_rows)
-                logits.append(_score(dense_raw, sparse_raw, prepared=False, batch_rows=batch_rows))
-                bad.extend(block_bad)
-                lines += block_lines
-        except PrepError as exc:
-            raise PredictError(str(exc)) from exc
-    logit = np.concatenate(logits) if logits else np.zeros(0, np.float32)
-    table = pa.table({"row": np.concatenate(rows) if rows else np.zeros(0, np.int64), "logit": logit})
-    meta = {"lines": str(lines), "bad": json.dumps(bad)}
     tmp = target.with_suffix(".tmp")
-    pq.write_table(table.replace_schema_metadata(meta), tmp)
+    bad_target = parts / f"{task.name}.bad.tsv"
+    lines = 0
+    schema = pa.schema([("row", pa.int64()), ("logit", pa.float32())])
+    with pq.ParquetWriter(tmp, schema) as writer, open(bad_target.with_suffix(".tmp"), "w") as bad_file:
+        for rows, logits, bad, block_lines in _task_blocks(task, fmt=fmt, block_bytes=block_bytes,
+                                                           batch_rows=batch_rows, policy=policy):
+            writer.write_table(pa.table({"row": rows, "logit": logits}, schema=schema))
+            bad_file.writelines(f"{lines + line}\t{reason.replace(chr(10), ' ')}\n" for line, reason in bad)
+            lines += block_lines
+        writer.add_key_value_metadata({"lines": str(lines)})
+    os.replace(bad_target.with_suffix(".tmp"), bad_target)
     os.replace(tmp, target)
     return str(target)
 
 
 def _merge(tasks: list[Task], parts: Path, out: Path, paths: list[str]) -> tuple[int, int]:
-    """Concatenates the parts in input order with rows made relative to each input; returns (rows, bad)."""
+    """Concatenates the parts in input order, a row group at a time, with rows made relative to each input;
+    returns (rows, bad lines)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -252,25 +262,27 @@ def _merge(tasks: list[Task], parts: Path, out: Path, paths: list[str]) -> tuple
     schema = pa.schema([("input", pa.int32()), ("row", pa.int64()), ("logit", pa.float32()),
                         ("score", pa.float32())], metadata={"inputs": json.dumps(paths)})
     tmp = out.with_name(out.name + ".tmp")
+    bad_path = out.with_name(out.name + ".bad_lines.tsv")
     total = bad_total = 0
     offsets: dict[int, int] = {}
-    bad_path = out.with_name(out.name + ".bad_lines.tsv")
     with pq.ParquetWriter(tmp, schema) as writer, open(bad_path.with_suffix(".tmp"), "w") as bad_file:
         bad_file.write("input\trow\treason\n")
         for task in tasks:
-            part = pq.read_table(parts / f"{task.name}.parquet")
-            meta = part.schema.metadata
+            part = pq.ParquetFile(parts / f"{task.name}.parquet")
             first = offsets.get(task.input, 0)
-            offsets[task.input] = first + int(meta[b"lines"])
-            logit = part.column("logit").to_numpy()
-            score = (1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32)
-            writer.write_table(pa.table({
-                "input": np.full(len(logit), task.input, np.int32), "row": part.column("row").to_numpy() + first,
-                "logit": logit, "score": score}, schema=schema))
-            for line, reason in json.loads(meta[b"bad"]):
-                bad_file.write(f"{task.input}\t{first + line}\t{reason}\n")
-                bad_total += 1
-            total += len(logit)
+            offsets[task.input] = first + int(part.metadata.metadata[b"lines"])
+            for batch in part.iter_batches():
+                logit = batch.column("logit").to_numpy()
+                score = (1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32)
+                writer.write_table(pa.table({
+                    "input": np.full(len(logit), task.input, np.int32), "row": batch.column("row").to_numpy() + first,
+                    "logit": logit, "score": score}, schema=schema))
+                total += len(logit)
+            with open(parts / f"{task.name}.bad.tsv") as bad_lines:
+                for entry in bad_lines:
+                    line, reason = entry.rstrip("\n").split("\t", 1)
+                    bad_file.write(f"{task.input}\t{first + int(line)}\t{reason}\n")
+                    bad_total += 1
     os.replace(tmp, out)
     if bad_total:
         os.replace(bad_path.with_suffix(".tmp"), bad_path)
