@@ -11,7 +11,8 @@ Criteo samples). Inputs, with B rows, ND = 13 integer and NS = 26 categorical fi
   ``int(hex, 16)``, -1 where the field is empty;
 - raw, as text: ``rows`` of ND + NS strings (``line.split("\\t")[1:]`` of a labeled Criteo line), see
   :meth:`ServingDLRM.parse_fields`; slower (a TorchScript loop per field), for a handful of rows;
-- prepared (what ``prep`` writes to the shards): ``dense (B, ND)`` float32 and ``ids (B, NS)`` int64.
+- prepared (what ``prep`` writes to the shards): ``dense (B, ND)`` float32 and ``ids (B, NS)`` int64
+  (:meth:`ServingDLRM.logits_prepared`), or ids as a KeyedJaggedTensor (:meth:`ServingDLRM.logits_kjt`).
 
 Example (``model.pt`` from ``dlrm-scale export``)::
 
@@ -180,6 +181,24 @@ class ServingDLRM(nn.Module):
         batch = ids.shape[0]
         features = KeyedJaggedTensor(keys=self.sparse_names, values=ids.t().contiguous().view(-1),
                                      lengths=torch.ones(batch * self.num_sparse, dtype=torch.int32))
+        return self._logits(dense, features)
+
+    @torch.jit.export
+    def logits_kjt(self, dense: torch.Tensor, features: KeyedJaggedTensor) -> torch.Tensor:
+        """``dense (B, ND) float32`` and a KeyedJaggedTensor of prepared ids (keys C1..CNS in order, stride B, as
+        the training loader's batches hold them; several ids per row are sum-pooled) -> logits ``(B,)``."""
+        if features.keys() != self.sparse_names:
+            raise ValueError("features: keys must be " + ", ".join(self.sparse_names) + " in this order")
+        if dense.dim() != 2 or dense.shape[1] != self.num_dense or dense.shape[0] != features.stride():
+            raise ValueError("dense must be (B, " + str(self.num_dense) + ") with B the features' stride")
+        per_key = torch.tensor(features.length_per_key(), dtype=torch.int64)
+        bounds = torch.repeat_interleave(self.cardinalities, per_key)
+        values = features.values()
+        if bool(((values < 0) | (values >= bounds)).any()):
+            raise ValueError("features: some id is outside [0, cardinality) of its table")
+        return self._logits(dense, features)
+
+    def _logits(self, dense: torch.Tensor, features: KeyedJaggedTensor) -> torch.Tensor:
         pooled_by_name = self.embeddings(features).to_dict()
         pooled = torch.stack([pooled_by_name[name] for name in self.sparse_names], dim=1)  # (B, NS, D)
         return self.dense_arch(dense.to(torch.float32), pooled.to(torch.float32))

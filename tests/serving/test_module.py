@@ -129,3 +129,26 @@ def test_every_registered_interaction_exports_for_any_batch_size():
                 expected = model(dense, kjt(ids))
             torch.testing.assert_close(scripted.logits_prepared(dense, ids), expected, rtol=1e-6, atol=1e-6,
                                        msg=f"interaction {name!r}, batch {batch}")
+
+
+def test_a_keyed_jagged_tensor_scores_as_the_id_matrix_and_is_checked():
+    sizes = [20, 30, 40]
+    model, scripted = serving_pair([], sizes=sizes)
+    generator = torch.Generator().manual_seed(2)
+    dense = torch.rand(5, 13, generator=generator)
+    ids = torch.stack([torch.randint(0, size, (5,), generator=generator) for size in sizes], dim=1)
+    torch.testing.assert_close(scripted.logits_kjt(dense, kjt(ids)), scripted.logits_prepared(dense, ids),
+                               rtol=0, atol=0)
+    lengths = torch.tensor([2, 0, 1, 1, 1, 1, 0, 3, 1, 1, 1, 1, 1, 2, 0], dtype=torch.int32)  # several ids, or none
+    multi_hot = KeyedJaggedTensor(keys=["C1", "C2", "C3"], values=torch.randint(0, 20, (int(lengths.sum()),)),
+                                  lengths=lengths)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted.logits_kjt(dense, multi_hot), model(dense, multi_hot), rtol=1e-6,
+                                   atol=1e-6)
+    with pytest.raises(Exception, match="stride"):
+        scripted.logits_kjt(dense[:4], multi_hot)
+    with pytest.raises(Exception, match="outside"):
+        scripted.logits_kjt(dense, kjt(ids + 25))
+    with pytest.raises(Exception, match="keys must be"):
+        scripted.logits_kjt(dense, KeyedJaggedTensor(keys=["C2", "C1", "C3"], values=ids.t().reshape(-1),
+                                                     lengths=torch.ones(15, dtype=torch.int32)))
