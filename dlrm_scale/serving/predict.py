@@ -109,20 +109,27 @@ def _plan(paths: list[str], fmt: str, chunk_bytes: int) -> list[Task]:
     return tasks
 
 
-def _check_shard_contract(path: str, manifest: dict[str, Any]) -> None:
-    """Refuses shards prepared differently from the model's data (their directory's ``manifest.json``)."""
+def _check_shard_contract(path: str, model_dir: str, manifest: dict[str, Any]) -> None:
+    """Refuses shards prepared differently from the model's data, by their directory's ``manifest.json``: another
+    encoding or transform, or (vocab) other vocabularies, under which the same id means another value."""
+    import numpy as np
+
+    from dlrm_scale.data.manifest import MANIFEST_NAME, Manifest
+
     for directory in (Path(path).parent, Path(path).parent.parent):
-        file = directory / "manifest.json"
-        if not file.is_file():
+        if not (directory / MANIFEST_NAME).is_file():
             continue
-        data = json.loads(file.read_text())
-        if "sparse_columns" not in data:
-            continue
-        keys = ["encoding", "dense_transform"] + (["max_ind_range"] if data.get("encoding") == "hash" else [])
-        differ = [f"{key}: data {data.get(key)!r}, model {manifest[key]!r}" for key in keys
-                  if data.get(key) != manifest[key]]
-        if data.get("encoding") == "vocab" and data.get("min_frequency") != manifest["min_frequency"]:
-            differ.append(f"min_frequency: data {data.get('min_frequency')!r}, model {manifest['min_frequency']!r}")
+        data = Manifest.load(directory)
+        keys = ["encoding", "dense_transform"] + (["max_ind_range"] if data.encoding == "hash" else [])
+        differ = [f"{key}: data {getattr(data, key)!r}, model {manifest[key]!r}" for key in keys
+                  if getattr(data, key) != manifest[key]]
+        if not differ and data.encoding == "vocab":
+            for name, file in manifest["vocabularies"].items():
+                values = directory / "vocab" / name / "values.npy"
+                if not values.is_file() or not np.array_equal(np.load(values, allow_pickle=False),
+                                                              np.load(Path(model_dir) / file, allow_pickle=False)):
+                    differ.append(f"vocabulary of {name} differs from the model's")
+                    break
         if differ:
             raise PredictError(f"{path}: prepared differently from the model's training data ({'; '.join(differ)});"
                                " score the raw logs instead")
@@ -311,7 +318,7 @@ def predict(model_dir: str, paths: list[str], out: str | Path, *, on_bad_line: s
     paths = [str(Path(p).resolve()) for p in paths]
     for path in paths:
         if path.endswith(".parquet"):
-            _check_shard_contract(path, manifest)
+            _check_shard_contract(path, model_dir, manifest)
     tasks = _plan(paths, fmt, chunk_bytes)
     parts = out.with_name(out.name + ".parts")
     settings = {"model": manifest["files"], "inputs": [[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths],

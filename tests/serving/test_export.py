@@ -4,11 +4,13 @@ after prep and the loader (fp32), within stated tolerances when quantized; error
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from dlrm_scale.cli import main
+from dlrm_scale.data.manifest import Manifest
 from dlrm_scale.serving.artifact import MANIFEST_FILE, MODEL_FILE, read_manifest
 
 pytestmark = pytest.mark.multiproc
@@ -60,7 +62,7 @@ def test_quantized_export_is_within_tolerance_and_smaller(hash_run, hash_model, 
     assert (out / MODEL_FILE).stat().st_size < (hash_model / MODEL_FILE).stat().st_size
 
 
-def test_vocab_export_of_real_criteo_samples_predicts_as_the_trainer(criteo_vocab_run, tmp_path):
+def test_vocab_export_of_real_criteo_samples_predicts_as_the_trainer(criteo_vocab_run, tmp_path, capsys):
     """Raw TSV and CSV (integers printed as 260.0) -> predict -> the trainer's scores after prep + loader."""
     import pyarrow.parquet as pq
 
@@ -80,6 +82,22 @@ def test_vocab_export_of_real_criteo_samples_predicts_as_the_trainer(criteo_voca
     inputs = table.column("input").to_numpy()
     assert [int((inputs == i).sum()) for i in range(4)] == [1999, 200, 100, 5]
     assert table.column("row").to_numpy()[inputs == 1].tolist() == list(range(200))
+
+    # the same rows as prep's shards: accepted (same vocabularies) and scored alike; other vocabularies: refused
+    shards = [str(criteo_vocab_run.data / shard.path)
+              for shard in Manifest.load(criteo_vocab_run.data).split("train").shards]
+    assert main(["predict", "--model", str(model_dir), "--input", *shards, "--out", str(tmp_path / "shards.pq"),
+                 "--no-progress"]) == 0
+    np.testing.assert_allclose(pq.read_table(tmp_path / "shards.pq").column("logit").to_numpy(),
+                               criteo_vocab_run.trainer_logits, rtol=0, atol=1e-5)
+    other = tmp_path / "other_data"
+    shutil.copytree(criteo_vocab_run.data, other)
+    values = np.load(other / "vocab" / "C3" / "values.npy")
+    np.save(other / "vocab" / "C3" / "values.npy", values[::-1].copy())
+    shard = other / Manifest.load(other).split("train").shards[0].path
+    assert main(["predict", "--model", str(model_dir), "--input", str(shard), "--out", str(tmp_path / "x.pq"),
+                 "--no-progress"]) == 2
+    assert "vocabulary of C3 differs" in capsys.readouterr().err
 
 
 def test_export_refuses_what_it_cannot_export_in_one_line(hash_run, tmp_path, capsys):
