@@ -8,8 +8,8 @@ prep's encoding -> embeddings -> logits), and ``manifest.json``.
 Why TorchScript: it is TorchRec's own inference path (``torchrec.inference``: quantize the embedding modules,
 FX-trace, ``torch.jit.script``), it carries the preprocessing as compiled code next to the weights, and the
 archive loads with ``torch.jit.load`` in a process that has only torch and torchrec/fbgemm installed; the tests
-export and load it on torch 2.13/torchrec 1.8.0 and torch 2.11/torchrec 1.6.1 (and a file written by one loads in
-the other). ``torch.export`` was not adopted: a KeyedJaggedTensor model goes through TorchRec's separate IR
+export and load it on torch 2.13/torchrec 1.8.0 and torch 2.11/torchrec 1.6.1 (a file written under 2.13 also
+loaded and scored under 2.11 in a manual check). ``torch.export`` was not adopted: a KeyedJaggedTensor model goes through TorchRec's separate IR
 serialization (``torchrec.ir``) for its embedding modules, a newer path than the TorchScript one and not tried
 here; ``torch.package`` would pickle Python code, which the project never loads.
 
@@ -17,9 +17,9 @@ Gathering: the model is built unsharded on the CPU (tables on ``meta``, then all
 table is read straight into its own tensor by DCP, one table per read, so resharding row-wise or table-wise
 shards from any world size holds the tables once plus at most one table's shards in flight. Quantization
 (``--quantize fp16|int8|int4``, row-wise, TorchRec's ``quantize_embeddings`` -> ``torchrec.quant``'s
-``EmbeddingBagCollection`` on fbgemm's TBE kernels) then holds the fp32 tables and their quantized copy (2, 1 or
-0.5 bytes per value plus a per-row fp16 scale and bias, rows padded to 16 bytes by fbgemm) until the fp32 ones are
-dropped.
+``EmbeddingBagCollection`` on fbgemm's TBE kernels) then holds the fp32 tables and their quantized copy (2 bytes
+per value for fp16; 1 or 0.5 plus a per-row fp16 scale and bias for int8/int4; rows padded to 16 bytes by fbgemm)
+until the fp32 ones are dropped.
 
 Example::
 

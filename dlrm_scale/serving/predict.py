@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(kw_only=True, frozen=True)
 class Task:
-    """One unit of work: a chunk of a raw file (``start``..``end`` bytes; gzip: -1) or a row group of a shard."""
+    """One unit of work: bytes ``start``..``end`` of a raw file (a gzip file: 0..-1, the whole stream), or row group
+    ``index`` of a shard (``start``..``end``: its rows)."""
 
     input: int
     path: str
