@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import logging
 import shutil
@@ -126,7 +127,12 @@ def load_unsharded(cfg, sizes: list[int], checkpointer, path: Path):
     from dlrm_scale.models.dlrm import build_dlrm
     from dlrm_scale.train.model_with_loss import ModelWithLoss
 
-    model = build_dlrm(cfg.model, sizes, num_dense=cfg.data.num_dense, device="meta")
+    model_cfg = copy.deepcopy(cfg.model)
+    if "kernel" in model_cfg.interaction.params:
+        # dot's Triton kernels serve CUDA training; the export is traced on the CPU through the plain ops, which
+        # compute the same function (and need no Triton where the model is loaded)
+        model_cfg.interaction.params["kernel"] = "torch"
+    model = build_dlrm(model_cfg, sizes, num_dense=cfg.data.num_dense, device="meta")
     model.sparse_arch.embedding_bag_collection.to_empty(device="cpu")
     # The checkpoint holds the trainer's ModelWithLoss under "model": its names are "model.<DLRM name>".
     state = ModelWithLoss(model).state_dict()

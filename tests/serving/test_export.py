@@ -111,3 +111,15 @@ def test_export_refuses_what_it_cannot_export_in_one_line(hash_run, tmp_path, ca
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("dlrm-scale export: error:") for line in errors)
     assert "config.toml" in errors[0] and "checkpoint" in errors[1] and "--force" in errors[2]
+
+
+def test_export_traces_dot_through_the_plain_ops_whatever_kernel_trained(hash_run):
+    """A run trained with ``kernel = "triton"`` (CUDA) exports through the plain ops: the trace runs on the CPU."""
+    from dlrm_scale.checkpoint import Checkpointer
+    from dlrm_scale.config import load_config
+    from dlrm_scale.serving.export import load_unsharded
+
+    cfg = load_config(str(hash_run.run_dir / "config.toml"), ["model.interaction.params.kernel=triton"])
+    checkpointer = Checkpointer(hash_run.run_dir / "checkpoints")
+    model = load_unsharded(cfg, [300] * 26, checkpointer, checkpointer.latest())
+    assert model.interaction.kernel == "torch" and cfg.model.interaction.params["kernel"] == "triton"

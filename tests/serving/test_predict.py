@@ -23,7 +23,7 @@ def read_scores(path) -> dict[str, np.ndarray]:
     return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
-def test_bad_lines_stop_or_leave_gaps_and_workers_give_the_same_file(hash_model, hash_run, tmp_path, capsys):
+def test_bad_lines_stop_or_leave_gaps_in_the_row_ids(hash_model, hash_run, tmp_path, capsys):
     lines = hash_run.raw[0].read_text().splitlines()
     bad = {3: lines[3].replace("\t", "\tzz", 1)[:-1] + "q", 10: "only\tthree\tfields", 500: ""}
     edited = [bad.get(i, line) for i, line in enumerate(lines)]
@@ -48,15 +48,6 @@ def test_bad_lines_stop_or_leave_gaps_and_workers_give_the_same_file(hash_model,
     assert [int(line.split("\t")[1]) for line in listed[1:]] == sorted(bad)
     assert "3 fields" in listed[2]
 
-    parallel = tmp_path / "parallel.parquet"
-    assert main(["predict", "--model", str(hash_model), "--input", str(raw), str(hash_run.raw[0]), "--out",
-                 str(parallel), "--no-progress", "--on-bad-line", "skip", "--workers", "2", "--chunk-bytes",
-                 "20000", "--block-bytes", "5000", "--batch-rows", "37"]) == 0
-    both = read_scores(parallel)
-    assert both["input"].tolist() == [0] * len(good) + [1] * len(lines)
-    np.testing.assert_array_equal(both["row"], np.concatenate([good, np.arange(len(lines))]))
-    np.testing.assert_allclose(both["logit"], np.concatenate([scores["logit"], read_scores(clean)["logit"]]),
-                               rtol=0, atol=1e-6)
 
 
 def test_an_interrupted_predict_resumes_without_redoing_finished_tasks(hash_model, tmp_path, monkeypatch):
@@ -155,3 +146,22 @@ def test_prepared_shards_that_do_not_fit_the_model_are_one_line_errors(hash_mode
                        str(tmp_path / "s.parquet"), "--no-progress"])
         error = capsys.readouterr().err.strip().splitlines()
         assert status == 2 and len(error) == 1 and message in error[0], error
+
+
+@pytest.mark.slow  # two spawned workers each import torch and torchrec: ~30 s on the 2-core VM
+def test_several_workers_and_small_chunks_give_the_same_rows_and_scores(hash_model, hash_run, tmp_path):
+    lines = hash_run.raw[0].read_text().splitlines()
+    bad = {3, 10}
+    edited = ["only\tthree\tfields" if i in bad else line for i, line in enumerate(lines)]
+    raw = write_lines(tmp_path / "with_bad.tsv", edited)
+    one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
+    common = ["--model", str(hash_model), "--no-progress", "--on-bad-line", "skip", "--batch-rows", "37"]
+    assert main(["predict", *common, "--input", str(raw), str(hash_run.raw[0]), "--out", str(one)]) == 0
+    assert main(["predict", *common, "--input", str(raw), str(hash_run.raw[0]), "--out", str(two), "--workers", "2",
+                 "--chunk-bytes", "20000", "--block-bytes", "5000"]) == 0
+    single, parallel = read_scores(one), read_scores(two)
+    good = [i for i in range(len(lines)) if i not in bad]
+    assert parallel["input"].tolist() == [0] * len(good) + [1] * len(lines)
+    np.testing.assert_array_equal(parallel["row"], np.concatenate([good, np.arange(len(lines))]))
+    np.testing.assert_array_equal(parallel["row"], single["row"])
+    np.testing.assert_allclose(parallel["logit"], single["logit"], rtol=0, atol=1e-6)
