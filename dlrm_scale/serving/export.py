@@ -13,13 +13,13 @@ loaded and scored under 2.11 in a manual check). ``torch.export`` was not adopte
 serialization (``torchrec.ir``) for its embedding modules, a newer path than the TorchScript one and not tried
 here; ``torch.package`` would pickle Python code, which the project never loads.
 
-Gathering: the model is built unsharded on the CPU (tables on ``meta``, then allocated uninitialised) and each
-table is read straight into its own tensor by DCP, one table per read, so resharding row-wise or table-wise
-shards from any world size holds the tables once plus at most one table's shards in flight. Quantization
-(``--quantize fp16|int8|int4``, row-wise, TorchRec's ``quantize_embeddings`` -> ``torchrec.quant``'s
-``EmbeddingBagCollection`` on fbgemm's TBE kernels) then holds the fp32 tables and their quantized copy (2 bytes
-per value for fp16; 1 or 0.5 plus a per-row fp16 scale and bias for int8/int4; rows padded to 16 bytes by fbgemm)
-until the fp32 ones are dropped.
+Gathering, in bounded memory: the model is built unsharded on the CPU (tables on ``meta``) and each table is
+read alone by DCP, which reshards row-wise or table-wise shards of any world size. Unquantized, each table is read
+straight into its place in the model, so the tables are held once. Quantized (``--quantize fp16|int8|int4``,
+row-wise, TorchRec's ``quantize_embeddings`` -> ``torchrec.quant``'s ``EmbeddingBagCollection`` on fbgemm's TBE
+kernels), each fp32 table is read into a one-table collection, quantized by TorchRec and copied into its place in
+the quantized collection, so memory holds the quantized tables (2 bytes per value for fp16; 1 or 0.5 plus a
+per-row fp16 scale and bias for int8/int4; rows padded to 16 bytes by fbgemm) plus one fp32 table.
 
 Example::
 
@@ -120,10 +120,22 @@ def _data_contract(cfg, data_dir: Path | None) -> tuple[list[int], list[Any], li
     return sizes, sorted_values, sorted_ids
 
 
-def load_unsharded(cfg, sizes: list[int], checkpointer, path: Path):
-    """The trained DLRM, unsharded on the CPU, its tensors filled from the checkpoint one table at a time."""
+def _read(checkpointer, path: Path, state: dict) -> None:
+    """Fills ``state`` (names of the trainer's ModelWithLoss, without the leading "model.") from the checkpoint."""
     import torch
 
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")  # world of one: intended
+            checkpointer.load(path, {"model": state})
+    except RuntimeError as exc:
+        raise ExportError(f"{path}: cannot read the model from the checkpoint ({str(exc).splitlines()[0]})") from exc
+
+
+def load_unsharded(cfg, sizes: list[int], checkpointer, path: Path, *, tables: bool = True):
+    """The trained DLRM, unsharded on the CPU, its tensors filled from the checkpoint one table at a time.
+    ``tables=False`` reads only the dense part and leaves the embedding tables on ``meta`` (see
+    :func:`load_quantized_tables`)."""
     from dlrm_scale.models.dlrm import build_dlrm
     from dlrm_scale.train.model_with_loss import ModelWithLoss
 
@@ -133,7 +145,8 @@ def load_unsharded(cfg, sizes: list[int], checkpointer, path: Path):
         # compute the same function (and need no Triton where the model is loaded)
         model_cfg.interaction.params["kernel"] = "torch"
     model = build_dlrm(model_cfg, sizes, num_dense=cfg.data.num_dense, device="meta")
-    model.sparse_arch.embedding_bag_collection.to_empty(device="cpu")
+    if tables:
+        model.sparse_arch.embedding_bag_collection.to_empty(device="cpu")
     # The checkpoint holds the trainer's ModelWithLoss under "model": its names are "model.<DLRM name>".
     state = ModelWithLoss(model).state_dict()
     stored = checkpointer.stored_keys(path)
@@ -141,25 +154,54 @@ def load_unsharded(cfg, sizes: list[int], checkpointer, path: Path):
     if absent:
         raise ExportError(f"{path}: checkpoint does not hold {absent[:3]}{' …' if len(absent) > 3 else ''}; "
                           "is it from this run (model shape, table sizes)?")
-    tables = [key for key in state if ".embedding_bags." in key]
-    dense = {key: value for key, value in state.items() if key not in tables}
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")  # world of one: intended
-            checkpointer.load(path, {"model": dense})
-            for key in tables:
-                checkpointer.load(path, {"model": {key: state[key]}})
-    except RuntimeError as exc:
-        raise ExportError(f"{path}: cannot read the model from the checkpoint ({str(exc).splitlines()[0]})") from exc
+    table_keys = [key for key in state if ".embedding_bags." in key]
+    _read(checkpointer, path, {key: value for key, value in state.items() if key not in table_keys})
+    for key in table_keys if tables else []:
+        _read(checkpointer, path, {key: state[key]})
     return model.eval()
 
 
-def build_serving_module(model, cfg, sizes: list[int], *, quantize: str, vocab_sorted=(), vocab_ids=()):
-    """The scripted :class:`ServingDLRM` of an unsharded, loaded DLRM (its tables are consumed when quantized)."""
+def load_quantized_tables(model, checkpointer, path: Path, quantize: str, probe_ids):
+    """The DLRM's tables as ``torchrec.quant``'s ``EmbeddingBagCollection`` of ``quantize`` rows, streamed: each
+    fp32 table is read alone, quantized by TorchRec (``quantize_embeddings`` on a one-table collection) and copied
+    into its place in the quantized collection, so memory holds the quantized tables plus one fp32 table.
+    Also returns the fp32 rows of ``probe_ids (B, F)`` as ``(B, F, D)``, the reference of the export check."""
+    import dataclasses as dc
+
     import torch
-    import torchrec.fx
     from torch import nn
     from torchrec.inference.modules import quantize_embeddings
+    from torchrec.modules.embedding_configs import DataType
+    from torchrec.modules.embedding_modules import EmbeddingBagCollection
+    from torchrec.quant.embedding_modules import EmbeddingBagCollection as QuantEmbeddingBagCollection
+
+    dtype, data_type = {"fp16": (torch.float16, DataType.FP16), "int8": (torch.qint8, DataType.INT8),
+                        "int4": (torch.quint4x2, DataType.INT4)}[quantize]
+    configs = model.sparse_arch.embedding_bag_collection.embedding_bag_configs()
+    cpu = torch.device("cpu")
+    quantized = QuantEmbeddingBagCollection([dc.replace(c, data_type=data_type) for c in configs], False, cpu)
+    target = quantized.state_dict()
+    probe_rows = []
+    for column, config in enumerate(configs):
+        holder = nn.Module()
+        holder.embeddings = EmbeddingBagCollection(tables=[config], device=torch.device("meta"))
+        holder.embeddings.to_empty(device=cpu)
+        weight = holder.embeddings.embedding_bags[config.name].weight
+        _read(checkpointer, path, {f"model.sparse_arch.embedding_bag_collection.embedding_bags.{config.name}.weight":
+                                   weight})
+        probe_rows.append(weight.detach()[probe_ids[:, column]])
+        quantize_embeddings(holder, dtype=dtype, inplace=True)
+        key = f"embedding_bags.{config.name}.weight"
+        with torch.no_grad():
+            target[key].copy_(holder.embeddings.state_dict()[key])
+    return quantized.eval(), torch.stack(probe_rows, dim=1)
+
+
+def build_serving_module(model, embeddings, cfg, sizes: list[int], *, vocab_sorted=(), vocab_ids=()):
+    """The scripted :class:`ServingDLRM` of an unsharded, loaded DLRM's dense part and ``embeddings`` (its own
+    ``EmbeddingBagCollection`` or the quantized one of :func:`load_quantized_tables`)."""
+    import torch
+    import torchrec.fx
 
     from dlrm_scale.config import sparse_feature_names
     from dlrm_scale.serving.module import DenseArch, ServingDLRM
@@ -172,17 +214,8 @@ def build_serving_module(model, cfg, sizes: list[int], *, quantize: str, vocab_s
         # The interaction's shape checks become constants of the trace: true for every batch size.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(dense_arch, example, check_trace=False)
-    embeddings = model.sparse_arch.embedding_bag_collection
-    if quantize != "none":
-        dtype = {"fp16": torch.float16, "int8": torch.qint8, "int4": torch.quint4x2}[quantize]
-        holder = nn.Module()
-        holder.embeddings = embeddings
-        quantize_embeddings(holder, dtype=dtype, inplace=True)
-        embeddings = holder.embeddings
-        model.sparse_arch.embedding_bag_collection = nn.Identity()  # drop the fp32 tables
-    traced_embeddings = torchrec.fx.symbolic_trace(embeddings)
     serving = ServingDLRM(
-        embeddings=traced_embeddings, dense_arch=traced, sparse_names=names,
+        embeddings=torchrec.fx.symbolic_trace(embeddings), dense_arch=traced, sparse_names=names,
         cardinalities=sizes, embedding_dim=dim, num_dense=cfg.data.num_dense, encoding=cfg.data.encoding,
         max_ind_range=cfg.data.max_ind_range, dense_transform=cfg.data.dense_transform,
         vocab_sorted=[torch.from_numpy(v) for v in vocab_sorted], vocab_ids=[torch.from_numpy(i) for i in vocab_ids])
@@ -208,9 +241,11 @@ def export_model(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path
     import numpy as np
     import torch
     import torchrec
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
     from dlrm_scale.config import dense_feature_names, sparse_feature_names
     from dlrm_scale.serving.artifact import FORMAT_VERSION, MODEL_FILE, VOCAB_DIR, sha256_file, write_manifest
+    from dlrm_scale.serving.module import DenseArch
 
     if quantize not in QUANTIZE:
         raise ExportError(f"quantize must be one of {', '.join(QUANTIZE)}; got {quantize!r}")
@@ -224,10 +259,6 @@ def export_model(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path
         raise ExportError("multi-hot features (data.multi_hot_sizes) are not supported by export; Criteo is one-hot")
     data = Path(data_dir) if data_dir else (Path(cfg.data.path) if cfg.data.path else None)
     sizes, vocab_sorted, vocab_ids = _data_contract(cfg, data)
-    model = load_unsharded(cfg, sizes, checkpointer, path)
-
-    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
-
     dense, ids = _random_prepared(sizes, cfg.data.num_dense)
     names = sparse_feature_names(len(sizes))
     # torch.fx logs that is_fx_tracing also covers torch.export each time torchrec asks: not ours to act on
@@ -236,9 +267,15 @@ def export_model(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path
     fx_log.setLevel(logging.ERROR)
     try:
         with torch.no_grad():
-            reference = model(dense, KeyedJaggedTensor(keys=names, values=ids.t().reshape(-1),
-                                                       lengths=torch.ones(ids.numel(), dtype=torch.int32)))
-            scripted = build_serving_module(model, cfg, sizes, quantize=quantize, vocab_sorted=vocab_sorted,
+            model = load_unsharded(cfg, sizes, checkpointer, path, tables=quantize == "none")
+            if quantize == "none":
+                embeddings = model.sparse_arch.embedding_bag_collection
+                reference = model(dense, KeyedJaggedTensor(keys=names, values=ids.t().reshape(-1),
+                                                           lengths=torch.ones(ids.numel(), dtype=torch.int32)))
+            else:
+                embeddings, probe_rows = load_quantized_tables(model, checkpointer, path, quantize, ids)
+                reference = DenseArch(model.bottom_mlp, model.interaction, model.top_mlp)(dense, probe_rows)
+            scripted = build_serving_module(model, embeddings, cfg, sizes, vocab_sorted=vocab_sorted,
                                             vocab_ids=vocab_ids)
             check = (scripted.logits_prepared(dense, ids) - reference).abs().max().item()
     finally:

@@ -56,6 +56,24 @@ def test_quantized_export_is_within_tolerance_and_smaller(hash_run, hash_model, 
         with torch.inference_mode():
             scores[name] = model.score_fields(lines).numpy()
     assert manifest["quantize"] == quantize
+    # streamed table by table, the quantized model is TorchRec's quantization of the whole collection at once
+    from torch import nn
+    from torchrec.inference.modules import quantize_embeddings
+
+    from dlrm_scale.checkpoint import Checkpointer
+    from dlrm_scale.config import load_config
+    from dlrm_scale.serving.export import build_serving_module, load_unsharded
+
+    cfg = load_config(str(hash_run.run_dir / "config.toml"), [f"data.path={hash_run.data}"])
+    checkpointer = Checkpointer(hash_run.run_dir / "checkpoints")
+    trained = load_unsharded(cfg, [300] * 26, checkpointer, checkpointer.latest())
+    holder = nn.Module()
+    holder.embeddings = trained.sparse_arch.embedding_bag_collection
+    dtype = {"fp16": torch.float16, "int8": torch.qint8, "int4": torch.quint4x2}[quantize]
+    quantize_embeddings(holder, dtype=dtype, inplace=True)
+    whole = build_serving_module(trained, holder.embeddings, cfg, [300] * 26)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(whole.score_fields(lines).numpy(), scores[quantize])
     difference = np.abs(scores[quantize] - scores["fp32"]).max()
     assert difference <= tolerance
     assert difference > 0  # the tables really are quantized

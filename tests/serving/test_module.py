@@ -45,8 +45,8 @@ def serving_pair(overrides: list[str], sizes: list[int] | None = None, data: Pat
     for table in model.sparse_arch.embedding_bag_collection.parameters():
         torch.nn.init.normal_(table)
     with torch.no_grad():
-        scripted = build_serving_module(model, cfg, sizes, quantize="none", vocab_sorted=vocab_sorted,
-                                        vocab_ids=vocab_ids)
+        scripted = build_serving_module(model, model.sparse_arch.embedding_bag_collection, cfg, sizes,
+                                        vocab_sorted=vocab_sorted, vocab_ids=vocab_ids)
     return model, scripted
 
 
