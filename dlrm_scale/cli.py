@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("dlrm_scale.train.cli", "train a model (launch with torchrun/torchx for several ranks)"),
     "eval": ("dlrm_scale.train.eval_cli", "evaluate a checkpoint: AUC, logloss, NE, accuracy"),
     "config": ("dlrm_scale.config_cli", "print the resolved run configuration (every key and value) as TOML"),
+    "export": ("dlrm_scale.serving.export", "turn a run's checkpoint into a self-contained TorchScript scoring model"),
+    "predict": ("dlrm_scale.serving.predict", "score raw Criteo logs or prepared shards with an exported model"),
 }
 DATASET_LEVEL = {"synth": ["criteo"], "prep": ["criteo"]}
 
