@@ -123,11 +123,12 @@ def write_input(directory: Path, size_mb: float, seed: int, max_vocab: int, base
     return path, rows
 
 
-def bench_ours(path: Path, rows: int, scratch: Path, *, workers: int, max_ind_range: int, chunk_bytes: int) -> dict:
+def bench_ours(path: Path, rows: int, scratch: Path, *, workers: int, max_ind_range: int, chunk_bytes: int,
+               encoding: str = "hash") -> dict:
     out = scratch / f"prep_w{workers}"
     shutil.rmtree(out, ignore_errors=True)
     stats = measure([sys.executable, "-m", "dlrm_scale.cli", "prep", "criteo", "--input", str(path), "--out",
-                     str(out), "--encoding", "hash", "--max-ind-range", str(max_ind_range), "--workers",
+                     str(out), "--encoding", encoding, "--max-ind-range", str(max_ind_range), "--workers",
                      str(workers), "--chunk-bytes", str(chunk_bytes), "--no-progress"])
     manifest = json.loads((out / "manifest.json").read_text())
     written = sum(split["rows"] for split in manifest["splits"].values())
@@ -135,7 +136,7 @@ def bench_ours(path: Path, rows: int, scratch: Path, *, workers: int, max_ind_ra
         raise RuntimeError(f"prep wrote {written} rows of {rows}")
     stats["output_mb"] = sum(p.stat().st_size for p in out.rglob("*.parquet")) / 1e6
     shutil.rmtree(out)
-    return {"tool": "ours (dlrm-scale prep, hash)", "workers": workers, **stats}
+    return {"tool": f"ours (dlrm-scale prep, {encoding})", "workers": workers, **stats}
 
 
 def bench_torchrec(path: Path, rows: int, scratch: Path) -> dict:
@@ -158,7 +159,7 @@ def _markdown(results: list[dict], meta: dict) -> str:
         "",
         f"Synthetic raw Criteo TSV (`data_prep.synth`, max {meta['max_vocab']:,} values per feature"
         + (f"; inputs above {meta['base_mb']:g} MB repeat a {meta['base_mb']:g} MB file" if meta["base_mb"] else "")
-        + "), hash "
+        + f"), {meta.get('encoding', 'hash')} "
         f"encoding with max_ind_range {meta['max_ind_range']:,}, log1p, snappy Parquet, chunks of "
         f"{meta['chunk_bytes'] / 2**20:g} MiB. {meta['cpu_count']} CPU "
         f"cores visible ({meta['cpu']}), load average at start {meta['loadavg']}.",
@@ -186,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes-mb", type=float, nargs="+", default=[50.0],
                         help="input sizes in MB (the issue's figures are 1000 and 10000)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1], help="our --workers values to time")
+    parser.add_argument("--encoding", choices=["hash", "contiguous", "vocab"], default="hash",
+                        help="our prep --encoding (TorchRec's tsv_to_npys stays the reference: the first step of all)")
     parser.add_argument("--max-ind-range", type=int, default=40_000_000, help="hash modulo (MLPerf's 40M)")
     parser.add_argument("--max-vocab", type=int, default=100_000, help="distinct values per feature in the input")
     parser.add_argument("--chunk-bytes", type=int, default=1 << 28, help="prep --chunk-bytes (unit of parallel work)")
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         scratch_parent.mkdir(parents=True, exist_ok=True)
     meta = {
         **machine_meta(),
-        "sizes_mb": args.sizes_mb, "max_ind_range": args.max_ind_range, "max_vocab": args.max_vocab,
+        "sizes_mb": args.sizes_mb, "encoding": args.encoding, "max_ind_range": args.max_ind_range, "max_vocab": args.max_vocab,
         "torchrec_max_mb": args.torchrec_max_mb, "chunk_bytes": args.chunk_bytes, "base_mb": args.base_mb, "python": sys.version.split()[0],
     }
     results = []
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(reference), flush=True)
             for workers in args.workers:
                 result = {**bench_ours(path, rows, scratch, workers=workers, max_ind_range=args.max_ind_range,
-                                       chunk_bytes=args.chunk_bytes),
+                                       chunk_bytes=args.chunk_bytes, encoding=args.encoding),
                           "rows": rows, "input_mb": input_mb}
                 if reference:
                     result["vs_torchrec"] = (rows / result["cpu_s"]) / (rows / reference["cpu_s"])
@@ -240,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = _markdown(results, meta)
     print(markdown)
     sizes = "-".join(f"{s:g}" for s in args.sizes_mb)
-    write_results(args.out, f"prep_hash_{sizes}mb", meta, results, markdown)
+    write_results(args.out, f"prep_{args.encoding}_{sizes}mb", meta, results, markdown)
     return 0
 
 

@@ -19,7 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("dlrm_scale.train.eval_cli", "evaluate a checkpoint: AUC, logloss, NE, accuracy"),
     "config": ("dlrm_scale.config_cli", "print the resolved run configuration (every key and value) as TOML"),
 }
-DATASET_LEVEL = {"synth": ["criteo"], "prep": ["criteo"]}
+DATASET_LEVEL = {"synth": ["criteo"], "prep": ["criteo", "multihot"]}
+DATASET_MODULES = {("prep", "multihot"): "data_prep.multihot_cli"}  # where a level is not the command's module
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
             outer = subparsers.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
             inner = outer.add_subparsers(dest="dataset", metavar="DATASET", required=True)
             for dataset in DATASET_LEVEL[name]:
+                module = importlib.import_module(DATASET_MODULES.get((name, dataset), module_name))
                 sub = inner.add_parser(dataset, help=f"{help_text} ({dataset})", formatter_class=_HelpFormatter,
                                        description=module.__doc__)
                 module.add_arguments(sub)

@@ -1,0 +1,138 @@
+"""``dlrm-scale prep multihot`` gives the ids of facebookresearch/dlrm's MLPerf DLRMv2 multi-hot materialization.
+
+The reference is restated below from ``torchrec_dlrm/multi_hot.py`` (``Multihot.__make_multi_hot_indices_tables``)
+and ``scripts/materialize_synthetic_multihot_dataset.py``, as plainly as they are written: one global seed, whole
+tables, ``embedding(ids % rows, table)``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data_prep import multihot
+from dlrm_scale.cli import main as dlrm_main
+from dlrm_scale.data.manifest import Manifest
+from tests.data_prep.raw import prep, random_lines, read_split, write_lines
+
+pytestmark = [pytest.mark.filterwarnings("ignore:Local function is not supported by pickle"),
+              pytest.mark.filterwarnings("ignore:invalid value encountered in cast")]  # the reference's pareto
+SIZES = [3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1]
+
+
+def reference_tables(num_embeddings_per_feature: list[int], multi_hot_sizes: list[int], dist_type: str,
+                     seed: int = 0) -> list[np.ndarray]:
+    """The reference's lookup tables, int32 (it casts them with ``torch.from_numpy(table).int()``)."""
+    np.random.seed(seed)
+    tables = []
+    for embs_count, multi_hot_size in zip(num_embeddings_per_feature, multi_hot_sizes):
+        embedding_ids = np.arange(embs_count)[:, np.newaxis]
+        if dist_type == "uniform":
+            synthetic_sparse_ids = np.random.randint(0, embs_count, size=(embs_count, multi_hot_size - 1))
+        else:
+            synthetic_sparse_ids = np.random.pareto(a=0.25, size=(embs_count, multi_hot_size - 1)).astype(
+                np.int32) % embs_count
+        tables.append(np.concatenate((embedding_ids, synthetic_sparse_ids), axis=-1).astype(np.int32))
+    return tables
+
+
+def mh(*args) -> int:
+    return dlrm_main(["prep", "multihot", *map(str, args), "--no-progress"])
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "pareto"])
+def test_tables_equal_reference_in_blocks(tmp_path, distribution) -> None:
+    rows = [1, 40, 7, 300, 2, 65]
+    sizes = [3, 1, 100, 2, 5, 1]
+    columns = [f"C{j + 1}" for j in range(len(rows))]
+    multihot.generate_tables(tmp_path, columns, rows, sizes, distribution, seed=0, block_rows=7)
+    for column, expected in zip(columns, reference_tables(rows, sizes, distribution)):
+        got = np.load(multihot.table_path(tmp_path, column))
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, expected)
+    other = tmp_path / "seed1"
+    multihot.generate_tables(other, columns, rows, sizes, distribution, seed=1)
+    assert not np.array_equal(np.load(multihot.table_path(other, "C4")), reference_tables(rows, sizes,
+                                                                                          distribution)[3])
+
+
+@pytest.fixture(scope="module")
+def one_hot(tmp_path_factory) -> Path:
+    """Two days, contiguous ids capped at 40 (so several columns wrap), small shards and row groups."""
+    root = tmp_path_factory.mktemp("onehot")
+    lines = random_lines(900, seed=8)
+    days = [write_lines(root / f"day_{d}", lines[d * 450:(d + 1) * 450]) for d in range(2)]
+    out = root / "out"
+    assert prep("--input", *days, "--out", out, "--dataset", "terabyte", "--encoding", "contiguous",
+                "--max-ind-range", "40", "--rows-per-shard", "300", "--row-group-rows", "128", "--workers",
+                "1") == 0
+    return out
+
+
+@pytest.mark.parametrize("distribution,rows", [("uniform", None), ("pareto", [17] * 26)])
+def test_materialized_ids_equal_reference(tmp_path, one_hot, distribution, rows) -> None:
+    out = tmp_path / "mh"
+    args = ["--input", one_hot, "--out", out, "--sizes", ",".join(map(str, SIZES)), "--distribution", distribution,
+            "--workers", "2"]
+    assert mh(*args, *(["--num-embeddings", ",".join(map(str, rows))] if rows else [])) == 0
+    source = Manifest.load(one_hot)
+    manifest = Manifest.load(out)
+    table_rows = rows or source.cardinalities
+    tables = reference_tables(table_rows, SIZES, distribution)
+    assert manifest.multi_hot and manifest.cardinalities == table_rows
+    recorded = manifest.extra["multihot"]
+    assert (recorded["sizes"], recorded["seed"], recorded["distribution"]) == (SIZES, 0, distribution)
+    assert recorded["layout"] == "materialized"
+    for split in ("train", "test", "val"):
+        ids = read_split(one_hot, split)[2]
+        got = pa.concat_tables(pq.read_table(out / s.path) for s in manifest.split(split).shards)
+        assert got.num_rows == len(ids) > 0
+        for j, size in enumerate(SIZES):
+            column = got.column(f"C{j + 1}")
+            assert column.type == pa.list_(pa.int32(), size)
+            expected = tables[j][ids[:, j] % table_rows[j]]
+            np.testing.assert_array_equal(column.combine_chunks().flatten().to_numpy().reshape(-1, size), expected)
+        np.testing.assert_array_equal(got.column("label").to_numpy(), read_split(one_hot, split)[0])
+        for shard, original in zip(manifest.split(split).shards, source.split(split).shards):
+            assert shard.row_groups == original.row_groups and shard.rows == original.rows
+    # a rerun finds everything done; other settings are refused
+    assert mh(*args, *(["--num-embeddings", ",".join(map(str, rows))] if rows else [])) == 0
+    assert mh(*args, "--seed", "1") == 1
+
+
+def test_expand_layout_points_at_one_hot_shards(tmp_path, one_hot) -> None:
+    out = tmp_path / "lazy"
+    assert mh("--input", one_hot, "--out", out, "--sizes", ",".join(map(str, SIZES)), "--no-materialize") == 0
+    manifest = Manifest.load(out)
+    assert manifest.extra["multihot"]["layout"] == "expand"
+    assert not list(out.rglob("*.parquet"))
+    shard = manifest.split("train").shards[0]
+    assert (out / shard.path).resolve() == (one_hot / Manifest.load(one_hot).split("train").shards[0].path).resolve()
+    assert np.load(out / "multihot_tables" / "C21.npy", mmap_mode="r").shape == (manifest.cardinalities[20], 100)
+
+
+def test_bad_input_is_one_line(tmp_path, one_hot, capsys) -> None:
+    assert mh("--input", one_hot, "--out", tmp_path / "a", "--sizes", "1,2,3") == 1
+    assert "--sizes needs 26 values" in capsys.readouterr().err
+    materialized = tmp_path / "b"
+    assert mh("--input", one_hot, "--out", materialized, "--sizes", "mlperf", "--num-embeddings",
+              ",".join(["5"] * 26)) == 0
+    assert mh("--input", materialized, "--out", tmp_path / "c", "--sizes", "mlperf") == 1
+    assert "already multi-hot" in capsys.readouterr().err
+    # ids beyond the manifest's cardinality: a hand-edited manifest that claims smaller tables
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    data = json.loads((one_hot / "manifest.json").read_text())
+    data["cardinalities"] = [3] * 26
+    for split in data["splits"].values():
+        for shard in split["shards"]:
+            shard["path"] = str(one_hot / shard["path"])
+    (edited / "manifest.json").write_text(json.dumps(data))
+    assert mh("--input", edited, "--out", tmp_path / "d", "--sizes", "mlperf", "--workers", "1") == 1
+    err = capsys.readouterr().err
+    assert "outside [0, 3) of the manifest" in err and len(err.strip().splitlines()) == 1
