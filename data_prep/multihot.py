@@ -10,8 +10,9 @@ are ``randint(0, rows, (rows, size - 1))`` (``uniform``) or ``pareto(a=0.25, ...
 generator fills arrays element by element in C order, so blocks give the values one call gives), writing each
 table to ``OUT/multihot_tables/C<f>.npy`` as it goes: memory is one block, not the ~23 GB of int32 the full
 MLPerf tables take. Workers then memory-map the tables (one copy in the page cache for all of them) and expand
-each one-hot shard into a shard whose ``C<f>`` is ``FixedSizeList<int32>[size_f]``, one task per shard, so the
-work splits over processes (``--workers``) and machines (``--rank``/``--world-size``) as prep's does.
+each one-hot shard into a shard whose ``C<f>`` holds ``size_f`` int32 ids per row (the layout is described in
+:mod:`dlrm_scale.data.multihot`), one task per shard, so the work splits over processes (``--workers``) and
+machines (``--rank``/``--world-size``) as prep's does.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from data_prep.errors import PrepError
 from data_prep.shards import sha256_file
 from data_prep.state import State, read_json, wait_for, write_json
 from dlrm_scale.data.manifest import MANIFEST_NAME, Manifest, Split
+from dlrm_scale.data.multihot import load_tables
 
 MLPERF_SIZES = [3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1]
 MLPERF_NUM_EMBEDDINGS = [40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282, 10, 2209,
@@ -75,26 +77,6 @@ def generate_tables(directory: Path, columns: list[str], rows: list[int], sizes:
         os.replace(tmp, final)
 
 
-class LookupTables:
-    """The memory-mapped tables of a directory: ``expand(f, ids)`` is rows ``ids`` of table f."""
-
-    def __init__(self, directory: Path, columns: list[str], rows: list[int], sizes: list[int]) -> None:
-        self.tables = []
-        for column, count, size in zip(columns, rows, sizes):
-            path = table_path(directory, column)
-            if not path.is_file():
-                raise PrepError(f"{path}: lookup table missing; rerun `dlrm-scale prep multihot`")
-            table = np.load(path, mmap_mode="r")
-            if table.shape != (count, size) or table.dtype != np.int32:
-                raise PrepError(f"{path}: holds {table.dtype} {table.shape}, expected int32 ({count}, {size}); "
-                                "the tables belong to other settings")
-            self.tables.append(table)
-
-    def expand(self, feature: int, ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """``ids (N,)`` in ``[0, rows)`` -> ``(N, size) int32`` (into ``out`` when given)."""
-        return np.take(self.tables[feature], ids, axis=0, out=out, mode="clip")
-
-
 @dataclass(kw_only=True)
 class MultihotConfig:
     """One ``dlrm-scale prep multihot`` run (``data_prep/multihot_cli.py`` explains each flag)."""
@@ -121,7 +103,8 @@ class MultihotConfig:
 
 
 def _output_schema(schema: pa.Schema, sparse: list[str], sizes: list[int]) -> pa.Schema:
-    fields = [pa.field(name, pa.list_(pa.int32(), size), nullable=False) if name in sparse else schema.field(name)
+    """The input's columns, with sparse column f as ``fixed_size_binary[4 * size_f]`` (little-endian int32 ids)."""
+    fields = [pa.field(name, pa.binary(4 * size), nullable=False) if name in sparse else schema.field(name)
               for name, size in zip(schema.names, _sizes_by_name(schema.names, sparse, sizes))]
     return pa.schema(fields)
 
@@ -151,7 +134,7 @@ class MaterializeTask:
 
     def run(self, cfg: MultihotConfig, progress) -> None:
         out = Path(cfg.out)
-        tables = LookupTables(out / TABLES_DIR, list(self.sparse), list(self.rows), list(self.sizes))
+        tables = load_tables(out / TABLES_DIR, list(self.sparse), list(self.rows), list(self.sizes))
         final = out / self.target
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.tmp")
@@ -175,8 +158,9 @@ class MaterializeTask:
                 if bad.any():
                     raise PrepError(f"{self.source} row group {group}: column {name} holds id "
                                     f"{int(ids[bad][0])}, outside [0, {self.cardinalities[f]}) of the manifest")
-                values = tables.expand(f, ids % self.rows[f])
-                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), self.sizes[f]))
+                values = np.take(tables[f], ids % self.rows[f], axis=0).astype("<i4", copy=False)
+                arrays.append(pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * self.sizes[f]), len(values),
+                                                                   [None, pa.py_buffer(values)]))
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema), row_group_size=table.num_rows)
             progress.add_rows(table.num_rows)
         writer.close()

@@ -4,7 +4,8 @@ Output::
 
   OUT/manifest.json                 multi_hot = true; extra.multihot records layout, sizes, distribution, seed
   OUT/multihot_tables/C<f>.npy      the lookup tables, (table rows, size) int32, memory-mapped by readers
-  OUT/<split>/part-*.parquet        (materialized) C1..C26 as FixedSizeList<int32>[size], other columns as given
+  OUT/<split>/part-*.parquet        (materialized) C<f> holds size_f little-endian int32 ids per row
+                                    (fixed_size_binary[4 * size_f]); other columns as given
 
 With ``--no-materialize`` only the tables and the manifest are written; the manifest points at the input's
 one-hot shards and the loader expands them on the fly, batch by batch (same ids, no 3.8 TB of disk).

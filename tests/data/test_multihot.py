@@ -1,0 +1,100 @@
+"""The multi-hot fast path: materialized and on-the-fly batches are identical, equal to the reference expansion,
+int32 KJTs; directories that break the contract fail in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dlrm_scale.config import DataConfig
+from dlrm_scale.data.loader import make_loader
+from dlrm_scale.data.manifest import Manifest, ManifestError
+from tests.data_prep.raw import read_split
+from tests.data_prep.test_multihot import SIZES, mh, reference_tables
+from tests.data_prep.test_multihot import one_hot as one_hot  # noqa: F401  (module fixture)
+
+pytestmark = pytest.mark.filterwarnings("ignore:Local function is not supported by pickle")
+
+
+@pytest.fixture(scope="module")
+def multihot_dirs(one_hot, tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("mh")
+    sizes = ",".join(map(str, SIZES))
+    assert mh("--input", one_hot, "--out", root / "materialized", "--sizes", sizes, "--workers", "1") == 0
+    assert mh("--input", one_hot, "--out", root / "expand", "--sizes", sizes, "--no-materialize") == 0
+    return root / "materialized", root / "expand"
+
+
+def _config(path: Path, **overrides) -> DataConfig:
+    settings = dict(path=str(path), encoding="contiguous", max_ind_range=40, multi_hot_sizes=list(SIZES),
+                    pin_memory=False, num_workers=2, shuffle_buffer_batches=2)
+    return DataConfig(**{**settings, **overrides})
+
+
+def _batches(path: Path, *, split: str = "train", train: bool = True, rank: int = 0, world_size: int = 2,
+             batch_size: int = 64, **overrides) -> list:
+    loader = make_loader(_config(path, **overrides), split=split, batch_size=batch_size, rank=rank,
+                         world_size=world_size, seed=3, train=train, device="cpu")
+    loader.set_epoch(1)
+    return list(loader)
+
+
+def test_materialized_and_expanded_batches_are_identical(multihot_dirs) -> None:
+    materialized, expand = multihot_dirs
+    for rank in (0, 1):
+        ours, lazy = _batches(materialized, rank=rank), _batches(expand, rank=rank)
+        assert len(ours) == len(lazy) > 2
+        for a, b in zip(ours, lazy):
+            assert a.sparse_features.values().dtype == torch.int32 == b.sparse_features.values().dtype
+            assert a.sparse_features.lengths().dtype == torch.int32
+            assert torch.equal(a.sparse_features.values(), b.sparse_features.values())
+            assert torch.equal(a.sparse_features.lengths(), b.sparse_features.lengths())
+            assert torch.equal(a.dense_features, b.dense_features) and torch.equal(a.labels, b.labels)
+            assert torch.equal(a.mask, b.mask)
+    assert ours[-1].mask.sum() < 64  # the last batch is padded, its padding rows carry no ids
+    assert ours[-1].sparse_features.lengths().view(26, 64)[:, int(ours[-1].mask.sum()):].sum() == 0
+
+
+def test_batches_equal_reference_expansion(multihot_dirs, one_hot) -> None:
+    """Evaluation order (file order, one rank): every row's ids are the reference tables' rows."""
+    materialized, _ = multihot_dirs
+    rows = Manifest.load(materialized).cardinalities
+    tables = reference_tables(rows, SIZES, "uniform")
+    ids = read_split(one_hot, "val")[2]
+    batches = _batches(materialized, split="val", train=False, world_size=1, batch_size=50)
+    got = [[] for _ in SIZES]
+    for batch in batches:
+        real = int(batch.mask.sum())
+        per_key = batch.sparse_features.to_dict()
+        for f in range(len(SIZES)):
+            got[f].append(per_key[f"C{f + 1}"].values().numpy().reshape(real, SIZES[f]))
+    for f in range(len(SIZES)):
+        np.testing.assert_array_equal(np.concatenate(got[f]), tables[f][ids[:, f] % rows[f]])
+
+
+def test_mismatched_sizes_and_one_hot_shards_are_one_line_errors(multihot_dirs, tmp_path) -> None:
+    materialized, expand = multihot_dirs
+    with pytest.raises(ManifestError, match="differ from the data's"):
+        _batches(materialized, multi_hot_sizes=[2] * 26)
+    # a manifest that says materialized multi-hot over one-hot shards
+    broken = tmp_path / "broken"
+    shutil.copytree(expand, broken, symlinks=True)
+    data = json.loads((broken / "manifest.json").read_text())
+    data["extra"]["multihot"]["layout"] = "materialized"
+    for split in data["splits"].values():
+        for shard in split["shards"]:
+            shard["path"] = str((expand / shard["path"]).resolve())
+    (broken / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=r"column C1 has type int64; the manifest says 3 int32 ids per row"):
+        _batches(broken)
+    # ids beyond what the manifest allows
+    data["extra"]["multihot"]["layout"] = "expand"
+    data["extra"]["multihot"]["input_cardinalities"] = [2] * 26
+    (broken / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=r"column C1 holds id \d+, outside \[0, 2\)"):
+        _batches(broken)
