@@ -98,3 +98,56 @@ def test_mismatched_sizes_and_one_hot_shards_are_one_line_errors(multihot_dirs, 
     (broken / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(ManifestError, match=r"column C1 holds id \d+, outside \[0, 2\)"):
         _batches(broken)
+
+
+@pytest.fixture(scope="module")
+def mlperf_sample(tmp_path_factory) -> Path:
+    """Three days prepared as MLPerf DLRMv2 is (contiguous ids, log3, first half of the last day = val), then
+    expanded with MLPerf's sizes: the tables are the data's own (small) cardinalities."""
+    from tests.data_prep.raw import prep, random_lines, write_lines
+
+    root = tmp_path_factory.mktemp("mlperf")
+    lines = random_lines(900, seed=11)
+    days = [write_lines(root / f"day_{d}", lines[d * 300:(d + 1) * 300]) for d in range(3)]
+    assert prep("--input", *days, "--out", root / "onehot", "--dataset", "terabyte", "--encoding", "contiguous",
+                "--dense-transform", "log3", "--first-half", "val", "--rows-per-shard", "200", "--row-group-rows",
+                "100", "--workers", "1") == 0
+    for layout in ("materialized", "expand"):
+        assert mh("--input", root / "onehot", "--out", root / layout, "--sizes", "mlperf", "--workers", "1",
+                  *(["--no-materialize"] if layout == "expand" else [])) == 0
+    return root
+
+
+def _train_mlperf(data: Path, out: Path) -> list[dict]:
+    """``dlrm-scale train --config mlperf_dcnv2`` on 2 ranks over ``data``; the run's metrics records."""
+    from tests.dist_utils import run_torchrun
+
+    cards = json.loads((data / "manifest.json").read_text())["cardinalities"]
+    settings = [f"data.path={data}", "data.encoding=contiguous", "data.max_ind_range=0",
+                f"data.cardinalities={json.dumps(cards).replace(' ', '')}", "train.batch_size=64",
+                "train.bf16=false", "train.eval_every_steps=3", f"train.out_dir={out}", "train.progress=false",
+                "train.log_every_steps=1"]
+    run_torchrun(["-m", "dlrm_scale.cli", "train", "--config", "mlperf_dcnv2",
+                  *[arg for setting in settings for arg in ("--set", setting)]], nproc=2)
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.multiproc
+def test_mlperf_preset_trains_from_multihot_directory(mlperf_sample, tmp_path) -> None:
+    records = _train_mlperf(mlperf_sample / "materialized", tmp_path / "run")
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert len(train) == 5 and all(np.isfinite(r["loss"]) for r in train)  # 600 rows, 2 ranks x 64
+    assert evals and all(r["rows"] == 150 and r["split"] == "val" for r in evals)
+    manifest = Manifest.load(mlperf_sample / "materialized")
+    assert len(set(manifest.cardinalities)) > 5  # scaled, per-feature table sizes
+
+
+@pytest.mark.multiproc
+@pytest.mark.slow
+def test_mlperf_training_is_the_same_on_expanded_data(mlperf_sample, tmp_path) -> None:
+    materialized = _train_mlperf(mlperf_sample / "materialized", tmp_path / "a")
+    expanded = _train_mlperf(mlperf_sample / "expand", tmp_path / "b")
+    losses = [[r.get("loss", r.get("auc")) for r in run if r["kind"] in ("train", "eval")]
+              for run in (materialized, expanded)]
+    assert losses[0] == losses[1]
