@@ -150,6 +150,8 @@ def _markdown(stages: list[dict], results: list[dict], meta: dict) -> str:
     for s in stages:
         lines.append(f"| {s['stage']} | {s['compression']} | {s['wall_s']:.1f} | {s['rows'] / s['cpu_s']:,.0f} | "
                      f"{s['peak_rss_mb']:,.0f} | {s['disk_mb']:,.0f} |")
+    if not results:
+        return "\n".join(lines) + "\n"
     lines += ["", "Loaders (one rank, one worker thread, batches on the CPU; one timed epoch after a burn-in):", "",
               "| loader | compression | batch | rows/s (wall) | rows/CPU-s | vs torchrec + Multihot (CPU) |",
               "| --- | --- | ---: | ---: | ---: | ---: |"]
@@ -173,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-table-rows", type=int, default=500_000,
                         help="lookup-table rows cap (MLPerf's 40M tables take 23 GB)")
     parser.add_argument("--row-group-rows", type=int, default=131_072)
+    parser.add_argument("--stages-only", action="store_true", help="time the prep multihot stages, no loaders")
     parser.add_argument("--data-dir", default="", help="where to write the data (default: a temporary folder)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -196,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             stages.append({**_stage(base + ["--out", str(materialized)], "tables + materialize", args.rows,
                                     materialized), "compression": compression})
             print(json.dumps(stages[-2:]), flush=True)
+            if args.stages_only:
+                continue
             fast = DataConfig(path=str(materialized), eval_split="", encoding="vocab", max_ind_range=40_000_000,
                               dense_transform="log3", multi_hot_sizes=list(MLPERF_SIZES), pin_memory=False)
             current = _list_copy(materialized, data / "lists", compression)
@@ -219,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             "row_group_rows": args.row_group_rows, "torch": torch.__version__, "pyarrow": pa.__version__}
     markdown = _markdown(stages, results, meta)
     print(markdown)
-    write_results(args.out, "multihot_loader", meta, [*stages, *results], markdown)
+    write_results(args.out, "multihot_stages" if args.stages_only else "multihot_loader", meta, [*stages, *results],
+                  markdown)
     return 0
 
 

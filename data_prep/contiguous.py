@@ -32,7 +32,7 @@ from data_prep.schema import SPARSE
 
 FIRST_ID = 2  # TorchRec keeps 1 for values under the frequency threshold, 0 unused
 _LINE_BITS = 36  # key = chunk ordinal << 36 | line within the chunk (a chunk holds < 2**36 lines)
-_FOLD_ENTRIES = 1 << 20
+_FOLD_ENTRIES = 1 << 18  # per column: 26 columns x 2 x 2**18 x 16 bytes bound the unfolded pairs (~200 MB)
 
 
 def _first_keys(values: list[np.ndarray], keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
