@@ -1,4 +1,4 @@
-"""Expand a one-hot prepared directory into MLPerf DLRMv2's synthetic multi-hot ids (``dlrm-scale prep multihot``).
+"""Expand a one-hot prepared directory into MLPerf DLRMv2's synthetic multi-hot ids.
 
 Output::
 
