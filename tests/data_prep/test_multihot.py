@@ -137,3 +137,26 @@ def test_bad_input_is_one_line(tmp_path, one_hot, capsys) -> None:
     assert mh("--input", edited, "--out", tmp_path / "d", "--sizes", "mlperf", "--workers", "1") == 1
     err = capsys.readouterr().err
     assert "outside [0, 3) of the manifest" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.multiproc
+def test_two_ranks_share_the_shards(tmp_path, one_hot) -> None:
+    """Two ranks on one OUT (as torchx replicas on several machines): the same bytes as one process."""
+    import subprocess
+    import sys
+
+    from tests.dist_utils import REPO
+
+    def command(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "dlrm_scale.cli", "prep", "multihot", "--input", str(one_hot), "--out",
+                str(out), "--sizes", "mlperf", "--workers", "1", "--no-progress", *extra]
+
+    subprocess.run(command(tmp_path / "one"), cwd=REPO, check=True, capture_output=True)
+    ranks = [subprocess.Popen(command(tmp_path / "two", "--rank", str(r), "--world-size", "2"), cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for r in range(2)]
+    for process in ranks:
+        assert process.wait(timeout=300) == 0, process.stderr.read()[-2000:]
+    one, two = Manifest.load(tmp_path / "one"), Manifest.load(tmp_path / "two")
+    assert one.splits == two.splits and len(one.split("train").shards) > 1
+    for shard in one.split("train").shards:
+        assert (tmp_path / "one" / shard.path).read_bytes() == (tmp_path / "two" / shard.path).read_bytes()
