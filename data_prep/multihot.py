@@ -39,7 +39,7 @@ MLPERF_NUM_EMBEDDINGS = [40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63,
 DISTRIBUTIONS = ("uniform", "pareto")
 TABLES_DIR = "multihot_tables"
 _PARETO_A = 0.25
-_BLOCK_ROWS = 1 << 20
+_BLOCK_IDS = 1 << 22  # drawn at once: 32 MB of int64 draws
 
 
 def table_path(directory: Path, column: str) -> Path:
@@ -55,7 +55,7 @@ def _draw(rng: np.random.RandomState, distribution: str, rows: int, shape: tuple
 
 
 def generate_tables(directory: Path, columns: list[str], rows: list[int], sizes: list[int], distribution: str,
-                    seed: int, block_rows: int = _BLOCK_ROWS) -> None:
+                    seed: int, block_ids: int = _BLOCK_IDS) -> None:
     """Writes ``directory/<column>.npy``, ``(rows[f], sizes[f]) int32`` each, in the reference's draw order."""
     if distribution not in DISTRIBUTIONS:
         raise PrepError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}; got {distribution!r}")
@@ -64,15 +64,18 @@ def generate_tables(directory: Path, columns: list[str], rows: list[int], sizes:
     for column, count, size in zip(columns, rows, sizes):
         final = table_path(directory, column)
         tmp = final.with_name(f".{final.name}.tmp")
-        table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(count, size))
-        for start in range(0, count, block_rows):
-            stop = min(start + block_rows, count)
-            table[start:stop, 0] = np.arange(start, stop, dtype=np.int32)
-            if size > 1:
-                table[start:stop, 1:] = _draw(rng, distribution, count, (stop - start, size - 1))
-        table.flush()
-        del table
-        with open(tmp, "rb") as handle:
+        with open(tmp, "wb") as handle:  # streamed, not memory-mapped: written pages do not stay resident
+            np.lib.format.write_array_header_1_0(handle, {"descr": "<i4", "fortran_order": False,
+                                                          "shape": (count, size)})
+            block_rows = max(1, block_ids // size)
+            for start in range(0, count, block_rows):
+                stop = min(start + block_rows, count)
+                block = np.empty((stop - start, size), dtype="<i4")
+                block[:, 0] = np.arange(start, stop)
+                if size > 1:
+                    block[:, 1:] = _draw(rng, distribution, count, (stop - start, size - 1))
+                handle.write(block.tobytes())
+            handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, final)
 

@@ -50,7 +50,7 @@ def test_tables_equal_reference_in_blocks(tmp_path, distribution) -> None:
     rows = [1, 40, 7, 300, 2, 65]
     sizes = [3, 1, 100, 2, 5, 1]
     columns = [f"C{j + 1}" for j in range(len(rows))]
-    multihot.generate_tables(tmp_path, columns, rows, sizes, distribution, seed=0, block_rows=7)
+    multihot.generate_tables(tmp_path, columns, rows, sizes, distribution, seed=0, block_ids=20)
     for column, expected in zip(columns, reference_tables(rows, sizes, distribution)):
         got = np.load(multihot.table_path(tmp_path, column))
         assert got.dtype == np.int32
