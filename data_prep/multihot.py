@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_prep.errors import PrepError
+from data_prep.execute import run_tasks
 from data_prep.shards import sha256_file
 from data_prep.state import State, read_json, wait_for, write_json
 from dlrm_scale.data.manifest import MANIFEST_NAME, Manifest, Split
@@ -107,14 +108,9 @@ class MultihotConfig:
 
 def _output_schema(schema: pa.Schema, sparse: list[str], sizes: list[int]) -> pa.Schema:
     """The input's columns, with sparse column f as ``fixed_size_binary[4 * size_f]`` (little-endian int32 ids)."""
-    fields = [pa.field(name, pa.binary(4 * size), nullable=False) if name in sparse else schema.field(name)
-              for name, size in zip(schema.names, _sizes_by_name(schema.names, sparse, sizes))]
-    return pa.schema(fields)
-
-
-def _sizes_by_name(names: list[str], sparse: list[str], sizes: list[int]) -> list[int]:
-    lookup = dict(zip(sparse, sizes))
-    return [lookup.get(name, 0) for name in names]
+    width = dict(zip(sparse, sizes))
+    return pa.schema([pa.field(name, pa.binary(4 * width[name]), nullable=False) if name in width
+                      else schema.field(name) for name in schema.names])
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -197,8 +193,6 @@ def _validate(cfg: MultihotConfig, manifest: Manifest) -> list[int]:
 def prepare(cfg: MultihotConfig) -> Manifest | None:
     """This rank's part: rank 0 generates the tables, every rank expands its share of the shards, rank 0
     writes and returns the manifest (other ranks return None)."""
-    from data_prep.execute import run_tasks
-
     input_dir, out = Path(cfg.input).resolve(), Path(cfg.out)
     manifest = Manifest.load(input_dir)
     rows = _validate(cfg, manifest)
