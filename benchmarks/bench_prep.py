@@ -1,13 +1,14 @@
-"""Preprocessing throughput and memory: ``dlrm-scale prep criteo --encoding hash`` vs TorchRec's ``tsv_to_npys``.
+"""Preprocessing throughput and memory: ``dlrm-scale prep criteo`` vs TorchRec's ``tsv_to_npys`` (+ contiguous).
 
 For each ``--sizes-mb`` it writes synthetic raw Criteo logs of about that size (``data_prep.synth``, the exact raw
 TSV layout, with ``--max-vocab`` distinct values per feature), then times, each in a fresh process tree:
 
-- ours: ``dlrm-scale prep criteo --encoding hash --max-ind-range M --workers W`` for every ``--workers`` W (the
-  whole command: planning, conversion, hashing the input for the manifest, the manifest);
+- ours: ``dlrm-scale prep criteo --encoding E --max-ind-range M --workers W`` for every ``--workers`` W (the
+  whole command: planning, conversion, hashing the input for the manifest, the manifest; E = ``--encoding``);
 - torchrec: ``BinaryCriteoUtils.tsv_to_npys`` on the same file (what ``npy_preproc_criteo.py`` runs per day:
-  hex -> int, log transform, three ``.npy``), only up to ``--torchrec-max-mb`` because it holds the whole file as
-  Python lists (several GB of RAM per GB of input).
+  hex -> int, log transform, three ``.npy``), followed for ``--encoding contiguous`` by its
+  ``sparse_to_contiguous(frequency_threshold=0)`` (what ``contiguous_preproc_criteo.py`` runs), only up to
+  ``--torchrec-max-mb`` because it holds the whole file as Python lists (several GB of RAM per GB of input).
 
 Columns: "rows/s" is wall-clock throughput; "rows/CPU-s" divides the rows by the CPU time (user + system) of the
 whole process tree, i.e. throughput per fully used core, which is what the goal (>= 300k rows/s per core, the
@@ -84,6 +85,8 @@ import sys
 from torchrec.datasets.criteo import BinaryCriteoUtils
 BinaryCriteoUtils.tsv_to_npys(sys.argv[1], sys.argv[2] + "/dense.npy", sys.argv[2] + "/sparse.npy",
                               sys.argv[2] + "/labels.npy", dataset_name="criteo_1tb")
+if sys.argv[3] == "contiguous":
+    BinaryCriteoUtils.sparse_to_contiguous([sys.argv[2] + "/sparse.npy"], sys.argv[2], frequency_threshold=0)
 """
 
 
@@ -139,18 +142,20 @@ def bench_ours(path: Path, rows: int, scratch: Path, *, workers: int, max_ind_ra
     return {"tool": f"ours (dlrm-scale prep, {encoding})", "workers": workers, **stats}
 
 
-def bench_torchrec(path: Path, rows: int, scratch: Path) -> dict:
+def bench_torchrec(path: Path, rows: int, scratch: Path, encoding: str = "hash") -> dict:
+    """TorchRec's conversion of ``path``: ``tsv_to_npys``, then for ``contiguous`` its ``sparse_to_contiguous``."""
     out = scratch / "torchrec"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
-    stats = measure([sys.executable, "-c", _TORCHREC, str(path), str(out)])
+    stats = measure([sys.executable, "-c", _TORCHREC, str(path), str(out), encoding])
     import numpy as np
 
     if len(np.load(out / "labels.npy", mmap_mode="r")) != rows:
         raise RuntimeError("torchrec wrote a different number of rows")
     stats["output_mb"] = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     shutil.rmtree(out)
-    return {"tool": "torchrec BinaryCriteoUtils.tsv_to_npys", "workers": 1, **stats}
+    tool = "torchrec tsv_to_npys" + (" + sparse_to_contiguous" if encoding == "contiguous" else "")
+    return {"tool": tool, "workers": 1, **stats}
 
 
 def _markdown(results: list[dict], meta: dict) -> str:
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="input sizes in MB (the issue's figures are 1000 and 10000)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1], help="our --workers values to time")
     parser.add_argument("--encoding", choices=["hash", "contiguous", "vocab"], default="hash",
-                        help="our prep --encoding (TorchRec's tsv_to_npys stays the reference: the first step of all)")
+                        help="our prep --encoding (contiguous: TorchRec's reference adds sparse_to_contiguous)")
     parser.add_argument("--max-ind-range", type=int, default=40_000_000, help="hash modulo (MLPerf's 40M)")
     parser.add_argument("--max-vocab", type=int, default=100_000, help="distinct values per feature in the input")
     parser.add_argument("--chunk-bytes", type=int, default=1 << 28, help="prep --chunk-bytes (unit of parallel work)")
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             input_mb = path.stat().st_size / 1e6
             reference = None
             if size <= args.torchrec_max_mb:
-                reference = {**bench_torchrec(path, rows, scratch), "rows": rows, "input_mb": input_mb}
+                reference = {**bench_torchrec(path, rows, scratch, args.encoding), "rows": rows, "input_mb": input_mb}
                 results.append(reference)
                 print(json.dumps(reference), flush=True)
             for workers in args.workers:
