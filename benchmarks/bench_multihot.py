@@ -145,10 +145,11 @@ def _markdown(stages: list[dict], results: list[dict], meta: dict) -> str:
              f"{meta['row_group_rows']:,}; {meta['cpu_count']} CPU cores visible ({meta['cpu']}), load average at "
              f"start {meta['loadavg']}.", "",
              "Stages (`dlrm-scale prep multihot`, --workers 1):", "",
-             "| stage | compression | wall s | rows/CPU-s | peak RSS MB | disk MB |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
-    for s in stages:
-        lines.append(f"| {s['stage']} | {s['compression']} | {s['wall_s']:.1f} | {s['rows'] / s['cpu_s']:,.0f} | "
+             "| stage | compression | wall s | CPU s | rows/CPU-s | peak RSS MB | disk MB |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for s in stages:  # the tables-only stage reads no rows: no per-row rate
+        rate = "-" if s["stage"].startswith("tables only") else f"{s['rows'] / s['cpu_s']:,.0f}"
+        lines.append(f"| {s['stage']} | {s['compression']} | {s['wall_s']:.1f} | {s['cpu_s']:.1f} | {rate} | "
                      f"{s['peak_rss_mb']:,.0f} | {s['disk_mb']:,.0f} |")
     if not results:
         return "\n".join(lines) + "\n"
