@@ -14,11 +14,15 @@ import torch
 from dlrm_scale.config import DataConfig
 from dlrm_scale.data.loader import make_loader
 from dlrm_scale.data.manifest import Manifest, ManifestError
-from tests.data_prep.raw import read_split
-from tests.data_prep.test_multihot import SIZES, mh, reference_tables
-from tests.data_prep.test_multihot import one_hot as one_hot  # noqa: F401  (module fixture)
+from tests.data_prep.multihot_reference import SIZES, mh, prepared_one_hot, reference_tables
+from tests.data_prep.raw import prep, random_lines, read_split, write_lines
 
 pytestmark = pytest.mark.filterwarnings("ignore:Local function is not supported by pickle")
+
+
+@pytest.fixture(scope="module")
+def one_hot(tmp_path_factory) -> Path:
+    return prepared_one_hot(tmp_path_factory.mktemp("onehot"))
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +108,6 @@ def test_mismatched_sizes_and_one_hot_shards_are_one_line_errors(multihot_dirs, 
 def mlperf_sample(tmp_path_factory) -> Path:
     """Three days prepared as MLPerf DLRMv2 is (contiguous ids, log3, first half of the last day = val), then
     expanded with MLPerf's sizes: the tables are the data's own (small) cardinalities."""
-    from tests.data_prep.raw import prep, random_lines, write_lines
-
     root = tmp_path_factory.mktemp("mlperf")
     lines = random_lines(900, seed=11)
     days = [write_lines(root / f"day_{d}", lines[d * 300:(d + 1) * 300]) for d in range(3)]

@@ -1,9 +1,5 @@
-"""``dlrm-scale prep multihot`` gives the ids of facebookresearch/dlrm's MLPerf DLRMv2 multi-hot materialization.
-
-The reference is restated below from ``torchrec_dlrm/multi_hot.py`` (``Multihot.__make_multi_hot_indices_tables``)
-and ``scripts/materialize_synthetic_multihot_dataset.py``, as plainly as they are written: one global seed, whole
-tables, ``embedding(ids % rows, table)``.
-"""
+"""``dlrm-scale prep multihot`` gives the ids of facebookresearch/dlrm's MLPerf DLRMv2 multi-hot materialization
+(restated in ``tests/data_prep/multihot_reference.py``)."""
 
 from __future__ import annotations
 
@@ -16,35 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_prep import multihot
-from dlrm_scale.cli import main as dlrm_main
 from dlrm_scale.data.manifest import Manifest
-from tests.data_prep.raw import prep, random_lines, read_split, write_lines
+from tests.data_prep.multihot_reference import SIZES, mh, prepared_one_hot, reference_tables
+from tests.data_prep.raw import read_split
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Local function is not supported by pickle"),
               pytest.mark.filterwarnings("ignore:invalid value encountered in cast")]  # the reference's pareto
-SIZES = [3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1]
-
-
-def reference_tables(num_embeddings_per_feature: list[int], multi_hot_sizes: list[int], dist_type: str,
-                     seed: int = 0) -> list[np.ndarray]:
-    """The reference's lookup tables, int32 (it casts them with ``torch.from_numpy(table).int()``)."""
-    np.random.seed(seed)
-    tables = []
-    for embs_count, multi_hot_size in zip(num_embeddings_per_feature, multi_hot_sizes):
-        embedding_ids = np.arange(embs_count)[:, np.newaxis]
-        if dist_type == "uniform":
-            synthetic_sparse_ids = np.random.randint(0, embs_count, size=(embs_count, multi_hot_size - 1))
-        else:
-            synthetic_sparse_ids = np.random.pareto(a=0.25, size=(embs_count, multi_hot_size - 1)).astype(
-                np.int32) % embs_count
-        tables.append(np.concatenate((embedding_ids, synthetic_sparse_ids), axis=-1).astype(np.int32))
-    return tables
-
-
-def mh(*args) -> int:
-    return dlrm_main(["prep", "multihot", *map(str, args), "--no-progress"])
-
-
 @pytest.mark.parametrize("distribution", ["uniform", "pareto"])
 def test_tables_equal_reference_in_blocks(tmp_path, distribution) -> None:
     rows = [1, 40, 7, 300, 2, 65]
@@ -63,15 +36,7 @@ def test_tables_equal_reference_in_blocks(tmp_path, distribution) -> None:
 
 @pytest.fixture(scope="module")
 def one_hot(tmp_path_factory) -> Path:
-    """Two days, contiguous ids capped at 40 (so several columns wrap), small shards and row groups."""
-    root = tmp_path_factory.mktemp("onehot")
-    lines = random_lines(900, seed=8)
-    days = [write_lines(root / f"day_{d}", lines[d * 450:(d + 1) * 450]) for d in range(2)]
-    out = root / "out"
-    assert prep("--input", *days, "--out", out, "--dataset", "terabyte", "--encoding", "contiguous",
-                "--max-ind-range", "40", "--rows-per-shard", "300", "--row-group-rows", "128", "--workers",
-                "1") == 0
-    return out
+    return prepared_one_hot(tmp_path_factory.mktemp("onehot"))
 
 
 @pytest.mark.parametrize("distribution,rows", [("uniform", None), ("pareto", [17] * 26)])
