@@ -32,7 +32,7 @@ from data_prep.execute import run_tasks
 from data_prep.shards import sha256_file
 from data_prep.state import State, read_json, wait_for, write_json
 from dlrm_scale.data.manifest import MANIFEST_NAME, Manifest, Split
-from dlrm_scale.data.multihot import load_tables
+from dlrm_scale.data.multihot import hugepage_empty, load_tables
 
 MLPERF_SIZES = [3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1]
 MLPERF_NUM_EMBEDDINGS = [40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282, 10, 2209,
@@ -157,7 +157,8 @@ class MaterializeTask:
                 if bad.any():
                     raise PrepError(f"{self.source} row group {group}: column {name} holds id "
                                     f"{int(ids[bad][0])}, outside [0, {self.cardinalities[f]}) of the manifest")
-                values = np.take(tables[f], ids % self.rows[f], axis=0).astype("<i4", copy=False)
+                values = np.take(tables[f], ids % self.rows[f], axis=0,
+                                 out=hugepage_empty((len(ids), self.sizes[f]), "<i4"))
                 arrays.append(pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * self.sizes[f]), len(values),
                                                                    [None, pa.py_buffer(values)]))
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema), row_group_size=table.num_rows)

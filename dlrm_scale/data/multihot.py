@@ -16,6 +16,7 @@ Batches are assembled by :func:`dlrm_scale.data.multihot_batch.take_batch`. This
 
 from __future__ import annotations
 
+import mmap
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,19 @@ import pyarrow.parquet as pq
 from dlrm_scale.data.manifest import Manifest, ManifestError
 
 _OPEN_FILES_PER_THREAD = 8
+
+
+def hugepage_empty(shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:
+    """An uninitialised array in fresh anonymous memory advised onto transparent huge pages (where the kernel
+    allows them). Filling tens of MB of fresh 4 KB pages costs a fault per page (~14k for a 65536-row MLPerf
+    batch, ~70% of the time to fill it); huge pages cut the faults ~500x. Small arrays come from ``np.empty``."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if nbytes < 1 << 22 or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return np.empty(shape, dtype)
+    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    memory.madvise(mmap.MADV_HUGEPAGE)
+    return np.frombuffer(memory, dtype=dtype).reshape(shape)  # the array keeps the mapping alive
 
 
 def load_tables(directory: Path, columns: list[str], rows: list[int], sizes: list[int]) -> list[np.ndarray]:

@@ -7,7 +7,6 @@ rows of its ``(N, size_f)`` matrix, or, for one-hot parts, as rows of its lookup
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,18 +15,15 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrm_scale.data.batch import Batch
-from dlrm_scale.data.multihot import FixedColumns
+from dlrm_scale.data.multihot import FixedColumns, hugepage_empty
 
 
 def _int32_buffer(count: int, pin: bool) -> torch.Tensor:
-    """``(count,) int32`` host memory. Pinned buffers come from CUDA's caching host allocator (reused); pageable
-    ones are fresh anonymous memory, whose first touch faults page by page: ~14k faults for a 65536-row MLPerf
-    batch, ~70% of the time to fill it. Transparent huge pages (where the kernel allows them) cut that ~500x."""
-    if pin or count * 4 < 1 << 22 or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return torch.empty((count,), dtype=torch.int32, pin_memory=pin)
-    memory = mmap.mmap(-1, count * 4, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    memory.madvise(mmap.MADV_HUGEPAGE)
-    return torch.from_numpy(np.frombuffer(memory, dtype=np.int32))  # the array keeps the mapping alive
+    """``(count,) int32`` host memory: pinned buffers come from CUDA's caching host allocator (reused); pageable
+    ones on huge pages (:func:`~dlrm_scale.data.multihot.hugepage_empty`)."""
+    if pin:
+        return torch.empty((count,), dtype=torch.int32, pin_memory=True)
+    return torch.from_numpy(hugepage_empty((count,), np.int32))
 
 
 def _segments(parts: Sequence[FixedColumns], rows: np.ndarray) -> list[tuple[FixedColumns, np.ndarray, int, int]]:
