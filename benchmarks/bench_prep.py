@@ -1,17 +1,18 @@
-"""Preprocessing throughput and memory: ``dlrm-scale prep criteo --encoding hash`` vs two references.
+"""Preprocessing throughput and memory: ``dlrm-scale prep criteo`` vs TorchRec's ``tsv_to_npys`` and a pyarrow script.
 
 For each ``--sizes-mb`` it writes synthetic raw Criteo logs of about that size (``data_prep.synth``, the exact raw
 TSV layout, with ``--max-vocab`` distinct values per feature), then times, each in a fresh process tree:
 
-- ours: ``dlrm-scale prep criteo --encoding hash --max-ind-range M --workers W`` for every ``--workers`` W (the
-  whole command: planning, conversion, hashing the input for the manifest, the manifest);
+- ours: ``dlrm-scale prep criteo --encoding E --max-ind-range M --workers W`` for every ``--workers`` W (the
+  whole command: planning, conversion, hashing the input for the manifest, the manifest; E = ``--encoding``);
 - torchrec: ``BinaryCriteoUtils.tsv_to_npys`` on the same file (what ``npy_preproc_criteo.py`` runs per day:
-  hex -> int, log transform, three ``.npy``), only up to ``--torchrec-max-mb`` because it holds the whole file as
-  Python lists (several GB of RAM per GB of input);
-- pyarrow: ``benchmarks/prep_pyarrow.py``, the straightforward script a competent user would write (pyarrow's
-  multi-threaded CSV reader, vectorised dense transform, hex -> int once per distinct value, one Parquet file),
-  writing the same numbers as ours (``tests/benchmarks/test_prep_pyarrow.py``) without validation, splits or a
-  manifest. The fairer reference; ``--no-pyarrow`` skips it.
+  hex -> int, log transform, three ``.npy``), followed for ``--encoding contiguous`` by its
+  ``sparse_to_contiguous(frequency_threshold=0)`` (what ``contiguous_preproc_criteo.py`` runs), only up to
+  ``--torchrec-max-mb`` because it holds the whole file as Python lists (several GB of RAM per GB of input);
+- pyarrow (hash encoding only): ``benchmarks/prep_pyarrow.py``, the straightforward script a competent user would
+  write (pyarrow's multi-threaded CSV reader, vectorised dense transform, hex -> int once per distinct value, one
+  Parquet file), writing the same numbers as ours (``tests/benchmarks/test_prep_pyarrow.py``) without validation,
+  splits or a manifest. The fairer reference; ``--no-pyarrow`` skips it.
 
 Columns: "rows/s" is wall-clock throughput; "rows/CPU-s" divides the rows by the CPU time (user + system) of the
 whole process tree, i.e. throughput per fully used core, which is what the goal (>= 300k rows/s per core, the
@@ -88,6 +89,8 @@ import sys
 from torchrec.datasets.criteo import BinaryCriteoUtils
 BinaryCriteoUtils.tsv_to_npys(sys.argv[1], sys.argv[2] + "/dense.npy", sys.argv[2] + "/sparse.npy",
                               sys.argv[2] + "/labels.npy", dataset_name="criteo_1tb")
+if sys.argv[3] == "contiguous":
+    BinaryCriteoUtils.sparse_to_contiguous([sys.argv[2] + "/sparse.npy"], sys.argv[2], frequency_threshold=0)
 """
 
 
@@ -127,11 +130,12 @@ def write_input(directory: Path, size_mb: float, seed: int, max_vocab: int, base
     return path, rows
 
 
-def bench_ours(path: Path, rows: int, scratch: Path, *, workers: int, max_ind_range: int, chunk_bytes: int) -> dict:
+def bench_ours(path: Path, rows: int, scratch: Path, *, workers: int, max_ind_range: int, chunk_bytes: int,
+               encoding: str = "hash") -> dict:
     out = scratch / f"prep_w{workers}"
     shutil.rmtree(out, ignore_errors=True)
     stats = measure([sys.executable, "-m", "dlrm_scale.cli", "prep", "criteo", "--input", str(path), "--out",
-                     str(out), "--encoding", "hash", "--max-ind-range", str(max_ind_range), "--workers",
+                     str(out), "--encoding", encoding, "--max-ind-range", str(max_ind_range), "--workers",
                      str(workers), "--chunk-bytes", str(chunk_bytes), "--no-progress"])
     manifest = json.loads((out / "manifest.json").read_text())
     written = sum(split["rows"] for split in manifest["splits"].values())
@@ -139,21 +143,23 @@ def bench_ours(path: Path, rows: int, scratch: Path, *, workers: int, max_ind_ra
         raise RuntimeError(f"prep wrote {written} rows of {rows}")
     stats["output_mb"] = sum(p.stat().st_size for p in out.rglob("*.parquet")) / 1e6
     shutil.rmtree(out)
-    return {"tool": "ours (dlrm-scale prep, hash)", "workers": workers, **stats}
+    return {"tool": f"ours (dlrm-scale prep, {encoding})", "workers": workers, **stats}
 
 
-def bench_torchrec(path: Path, rows: int, scratch: Path) -> dict:
+def bench_torchrec(path: Path, rows: int, scratch: Path, encoding: str = "hash") -> dict:
+    """TorchRec's conversion of ``path``: ``tsv_to_npys``, then for ``contiguous`` its ``sparse_to_contiguous``."""
     out = scratch / "torchrec"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
-    stats = measure([sys.executable, "-c", _TORCHREC, str(path), str(out)])
+    stats = measure([sys.executable, "-c", _TORCHREC, str(path), str(out), encoding])
     import numpy as np
 
     if len(np.load(out / "labels.npy", mmap_mode="r")) != rows:
         raise RuntimeError("torchrec wrote a different number of rows")
     stats["output_mb"] = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     shutil.rmtree(out)
-    return {"tool": "torchrec BinaryCriteoUtils.tsv_to_npys", "workers": 1, **stats}
+    tool = "torchrec tsv_to_npys" + (" + sparse_to_contiguous" if encoding == "contiguous" else "")
+    return {"tool": tool, "workers": 1, **stats}
 
 
 def bench_pyarrow(path: Path, rows: int, scratch: Path, *, max_ind_range: int) -> dict:
@@ -179,7 +185,7 @@ def _markdown(results: list[dict], meta: dict) -> str:
         "",
         f"Synthetic raw Criteo TSV (`data_prep.synth`, max {meta['max_vocab']:,} values per feature"
         + (f"; inputs above {meta['base_mb']:g} MB repeat a {meta['base_mb']:g} MB file" if meta["base_mb"] else "")
-        + "), hash "
+        + f"), {meta.get('encoding', 'hash')} "
         f"encoding with max_ind_range {meta['max_ind_range']:,}, log1p, snappy Parquet, chunks of "
         f"{meta['chunk_bytes'] / 2**20:g} MiB. {meta['cpu_count']} CPU "
         f"cores visible ({meta['cpu']}), load average at start {meta['loadavg']}.",
@@ -209,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes-mb", type=float, nargs="+", default=[50.0],
                         help="input sizes in MB (the issue's figures are 1000 and 10000)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1], help="our --workers values to time")
+    parser.add_argument("--encoding", choices=["hash", "contiguous", "vocab"], default="hash",
+                        help="our prep --encoding (contiguous: TorchRec's reference adds sparse_to_contiguous)")
     parser.add_argument("--max-ind-range", type=int, default=40_000_000, help="hash modulo (MLPerf's 40M)")
     parser.add_argument("--max-vocab", type=int, default=100_000, help="distinct values per feature in the input")
     parser.add_argument("--chunk-bytes", type=int, default=1 << 28, help="prep --chunk-bytes (unit of parallel work)")
@@ -216,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="largest input TorchRec converts (its memory grows with the input); 0 = never")
     parser.add_argument("--base-mb", type=float, default=0.0,
                         help="build bigger inputs by repeating a generated file of this size (0: generate whole)")
-    parser.add_argument("--no-pyarrow", action="store_true", help="skip the pyarrow baseline")
+    parser.add_argument("--no-pyarrow", action="store_true", help="skip the pyarrow baseline (hash encoding only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default="", help="where inputs and outputs go (default: a temporary folder)")
     parser.add_argument("--keep-inputs", action="store_true", help="keep the generated inputs in --data-dir")
@@ -228,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         scratch_parent.mkdir(parents=True, exist_ok=True)
     meta = {
         **machine_meta(),
-        "sizes_mb": args.sizes_mb, "max_ind_range": args.max_ind_range, "max_vocab": args.max_vocab,
+        "sizes_mb": args.sizes_mb, "encoding": args.encoding, "max_ind_range": args.max_ind_range, "max_vocab": args.max_vocab,
         "torchrec_max_mb": args.torchrec_max_mb, "chunk_bytes": args.chunk_bytes, "base_mb": args.base_mb, "python": sys.version.split()[0],
     }
     results = []
@@ -240,11 +248,11 @@ def main(argv: list[str] | None = None) -> int:
             input_mb = path.stat().st_size / 1e6
             reference = None
             if size <= args.torchrec_max_mb:
-                reference = {**bench_torchrec(path, rows, scratch), "rows": rows, "input_mb": input_mb}
+                reference = {**bench_torchrec(path, rows, scratch, args.encoding), "rows": rows, "input_mb": input_mb}
                 results.append(reference)
                 print(json.dumps(reference), flush=True)
             baseline = None
-            if not args.no_pyarrow:
+            if not args.no_pyarrow and args.encoding == "hash":
                 baseline = {**bench_pyarrow(path, rows, scratch, max_ind_range=args.max_ind_range), "rows": rows,
                             "input_mb": input_mb}
                 if reference:
@@ -253,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(baseline), flush=True)
             for workers in args.workers:
                 result = {**bench_ours(path, rows, scratch, workers=workers, max_ind_range=args.max_ind_range,
-                                       chunk_bytes=args.chunk_bytes),
+                                       chunk_bytes=args.chunk_bytes, encoding=args.encoding),
                           "rows": rows, "input_mb": input_mb}
                 if reference:
                     result["vs_torchrec"] = (rows / result["cpu_s"]) / (rows / reference["cpu_s"])
@@ -275,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = _markdown(results, meta)
     print(markdown)
     sizes = "-".join(f"{s:g}" for s in args.sizes_mb)
-    write_results(args.out, f"prep_hash_{sizes}mb", meta, results, markdown)
+    write_results(args.out, f"prep_{args.encoding}_{sizes}mb", meta, results, markdown)
     return 0
 
 

@@ -3,7 +3,7 @@ and the validation of :class:`~data_prep.config.PrepConfig` cannot drift apart."
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("kaggle", "terabyte", "auto"),
-    "encoding": ("hash", "vocab"),
+    "encoding": ("hash", "vocab", "contiguous"),
     "dense_transform": ("log1p", "log3"),
     "on_bad_line": ("error", "skip"),
     "format": ("auto", "tsv", "csv"),

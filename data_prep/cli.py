@@ -4,6 +4,7 @@ Output (see dlrm_scale/data/manifest.py for the contract):
   OUT/manifest.json                       what training checks: encoding, transform, cardinalities, shards
   OUT/<split>/part-<file>-<chunk>-<n>.parquet   columns label (int8), I1..I13 (float32), C1..C26 (int64)
   OUT/vocab/<column>/                     the vocabulary (--encoding vocab)
+  OUT/contiguous/<column>/                values in id order (--encoding contiguous)
   OUT/quarantine/                         bad lines and why (--on-bad-line skip)
   OUT/.prep/                              bookkeeping that lets an interrupted run resume
 
@@ -51,11 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="take --encoding, --max-ind-range, --min-frequency and --dense-transform from the [data] "
                              "section of this training preset (or TOML file) so that training accepts the data")
     parser.add_argument("--encoding", choices=CHOICES["encoding"], default=None,
-                        help="[hash, or the preset's] hash: id = int(hex) %% max-ind-range (DLRM/MLPerf, TorchRec); vocab: two passes, id = "
-                             "rank by frequency among values seen >= --min-frequency times, 0 = missing/rare (NVIDIA)")
+                        help="[hash, or the preset's] hash: id = int(hex) %% max-ind-range (DLRM/MLPerf, TorchRec); "
+                             "vocab: two passes, id = rank by frequency among values seen >= --min-frequency times, "
+                             "0 = missing/rare (NVIDIA); contiguous: two passes, ids from 2 by first appearance, "
+                             "input order (TorchRec's sparse_to_contiguous, MLPerf DLRMv2), then %% max-ind-range")
     parser.add_argument("--max-ind-range", type=int, default=None, metavar="N",
-                        help="[0, or the preset's] take categorical values modulo N (before counting, for vocab); 0 = no modulo (hash ids "
-                             "then span 2**32)")
+                        help="[0, or the preset's] take categorical values modulo N (before counting, for vocab; "
+                             "after numbering, for contiguous); 0 = no modulo (hash ids then span 2**32)")
     parser.add_argument("--min-frequency", type=int, default=None, metavar="N",
                         help="[1, or the preset's] vocab: keep values seen at least N times over all inputs (NVIDIA uses 15 or 3)")
     parser.add_argument("--dense-transform", choices=CHOICES["dense_transform"], default=None,

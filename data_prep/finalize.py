@@ -26,7 +26,7 @@ from data_prep.shards import Journal
 from data_prep.splits import UNLABELED as UNLABELED_SPLIT
 from data_prep.splits import split_names
 from data_prep.state import State, read_json
-from data_prep.tasks import VOCAB_DIR
+from data_prep.tasks import CONTIGUOUS_DIR, VOCAB_DIR
 from dlrm_scale import __version__
 from dlrm_scale.data.manifest import Manifest, Shard, SourceFile, Split
 
@@ -92,6 +92,8 @@ def finalize(cfg: PrepConfig, sources: list[InputFile], chunks: dict[int, list[C
 
     if cfg.encoding == "vocab":
         cardinalities = [int(read_json(state.vocab_done(name))["size"]) for name in SPARSE]
+    elif cfg.encoding == "contiguous":
+        cardinalities = [int(read_json(state.contiguous_done(name))["size"]) for name in SPARSE]
     else:
         cardinalities = [cfg.max_ind_range or HASH_SPACE] * len(SPARSE)
     hashed = [read_json(state.source(s.index)) for s in sources]
@@ -102,6 +104,8 @@ def finalize(cfg: PrepConfig, sources: list[InputFile], chunks: dict[int, list[C
     }
     if cfg.encoding == "vocab":
         extra["vocab_dir"] = VOCAB_DIR
+    if cfg.encoding == "contiguous":
+        extra["contiguous_dir"] = CONTIGUOUS_DIR
     if UNLABELED_SPLIT in splits:
         extra["unlabeled_label"] = UNLABELED
     manifest = Manifest(

@@ -2,8 +2,8 @@
 
 1. **plan** (every rank, cheap): inspect the inputs, cut plain files into chunks (:mod:`data_prep.chunks`).
 2. **count**: line counts of the files whose held-out part is cut by line (``hash``), or, for ``vocab``, every
-   chunk's value counts (which also count its lines).
-3. **merge** (``vocab``): one task per column folds the counts into the vocabulary.
+   chunk's value counts, for ``contiguous`` every chunk's first-seen values (both also count its lines).
+3. **merge** (``vocab``, ``contiguous``): one task per column folds the chunks' results into the column's ids.
 4. **convert**: one task per chunk writes its shards; one task per input file hashes it for the manifest.
 5. **finalize** (rank 0): the manifest and the quarantine files (:mod:`data_prep.finalize`).
 
@@ -26,7 +26,15 @@ from data_prep.layout import InputFile, inspect_input
 from data_prep.schema import SPARSE
 from data_prep.splits import files_to_count, resolve_holdout, route
 from data_prep.state import State, read_json, wait_for
-from data_prep.tasks import ConvertTask, CountTask, HashTask, LineCountTask, MergeTask
+from data_prep.tasks import (
+    ContiguousMergeTask,
+    ConvertTask,
+    CountTask,
+    FirstSeenTask,
+    HashTask,
+    LineCountTask,
+    MergeTask,
+)
 from dlrm_scale.data.manifest import Manifest
 
 
@@ -80,8 +88,9 @@ def prepare(cfg: PrepConfig) -> Manifest | None:
 def _run(cfg: PrepConfig, plan: Plan, state: State) -> Manifest | None:
     """Phases 2-5 (see the module docstring), each over this rank's share of the tasks."""
     counted = set(files_to_count(plan.sources, plan.holdout))
-    if cfg.encoding == "vocab":
-        count_tasks = [CountTask(source=s, chunk=c) for s in plan.sources for c in plan.chunks[s.index]]
+    if cfg.encoding in ("vocab", "contiguous"):
+        task = CountTask if cfg.encoding == "vocab" else FirstSeenTask
+        count_tasks = [task(source=s, chunk=c) for s in plan.sources for c in plan.chunks[s.index]]
     else:
         count_tasks = [LineCountTask(source=s, chunk=c) for s in plan.sources if s.index in counted
                        for c in plan.chunks[s.index]]
@@ -91,9 +100,10 @@ def _run(cfg: PrepConfig, plan: Plan, state: State) -> Manifest | None:
                   if all(c.id in lines for c in plan.chunks[s.index])}
     routing = route(plan.sources, file_lines, holdout=plan.holdout, first_half=cfg.first_half)
 
-    if cfg.encoding == "vocab":
-        chunk_ids = tuple(c.id for c in plan.all_chunks)
-        _run_phase([MergeTask(column=name, chunk_ids=chunk_ids) for name in SPARSE], cfg, state, desc="merge",
+    if cfg.encoding in ("vocab", "contiguous"):
+        chunk_ids = tuple(c.id for c in plan.all_chunks)  # input order: contiguous numbers by it
+        merge = MergeTask if cfg.encoding == "vocab" else ContiguousMergeTask
+        _run_phase([merge(column=name, chunk_ids=chunk_ids) for name in SPARSE], cfg, state, desc="merge",
                    wait_all=True)
 
     first = _first_lines(plan, lines)

@@ -7,6 +7,8 @@
     lines/<chunk>.json        line count of a chunk (files whose held-out rows are cut by line number)
     counts/<chunk>.npz        vocab pass 1: value counts of a chunk       + counts/<chunk>.json (its line count)
     vocab/<column>.json       vocab merge of a column is done (arrays in OUT/vocab/<column>/)
+    first/<chunk>.npz         contiguous pass 1: each value's first line in a chunk + first/<chunk>.json (lines)
+    contiguous/<column>.json  contiguous merge of a column is done (arrays in OUT/contiguous/<column>/)
     sources/<file>.json       size and sha256 of an input file
     convert/<chunk>.jsonl     journal of a chunk's shards (see data_prep.shards)
     convert/<chunk>.json      the chunk is done: its line, row and bad-line counts
@@ -63,6 +65,15 @@ class State:
 
     def vocab_done(self, column: str) -> Path:
         return self.root / "vocab" / f"{column}.json"
+
+    def first_seen(self, chunk_id: str) -> Path:
+        return self.root / "first" / f"{chunk_id}.npz"
+
+    def first_seen_lines(self, chunk_id: str) -> Path:
+        return self.root / "first" / f"{chunk_id}.json"
+
+    def contiguous_done(self, column: str) -> Path:
+        return self.root / "contiguous" / f"{column}.json"
 
     def source(self, file_index: int) -> Path:
         return self.root / "sources" / f"{file_index:03d}.json"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from data_prep import contiguous
 from data_prep.chunks import Chunk, iter_blocks
 from data_prep.config import PrepConfig
 from data_prep.errors import PrepError
@@ -29,6 +30,7 @@ from data_prep.transform import reduce_hash, transform_dense
 from data_prep.vocab import ValueCounter, Vocabulary, merge_column, save_column
 
 VOCAB_DIR = "vocab"
+CONTIGUOUS_DIR = "contiguous"
 
 
 class ProgressSink:
@@ -118,11 +120,21 @@ def _vocabulary(out: str) -> Vocabulary:
     return Vocabulary(Path(out) / VOCAB_DIR)
 
 
+@lru_cache(maxsize=2)
+def _contiguous_ids(out: str) -> contiguous.ContiguousIds:
+    return contiguous.ContiguousIds(Path(out) / CONTIGUOUS_DIR)
+
+
 def encode(parsed: ParsedBlock, cfg: PrepConfig, labeled: bool) -> pa.Table:
     """Good rows of a block -> a shard table (``OUTPUT_SCHEMA``)."""
     rows = parsed.rows
     label = parsed.label if labeled else np.full(rows, UNLABELED, dtype=np.int8)
     dense = transform_dense(parsed.dense, cfg.dense_transform)
+    if cfg.encoding == "contiguous":  # numbered from the raw values; the cap applies to the ids
+        lookup = _contiguous_ids(cfg.out)
+        ids = [lookup.lookup(j, parsed.sparse[j], cfg.max_ind_range) for j in range(len(SPARSE))]
+        arrays = [pa.array(label), *(pa.array(row) for row in dense), *(pa.array(row) for row in ids)]
+        return pa.Table.from_arrays(arrays, schema=OUTPUT_SCHEMA)
     sparse = reduce_hash(parsed.sparse, cfg.max_ind_range)
     if cfg.encoding == "vocab":
         vocabulary = _vocabulary(cfg.out)
@@ -205,6 +217,54 @@ class MergeTask:
         save_column(Path(cfg.out) / VOCAB_DIR, self.column, values, counts)
         write_json(self.result(state), {"size": len(values) + 1, "kept": len(values),
                                         "rows_counted": int(counts.sum())})
+
+
+@dataclass(kw_only=True, frozen=True)
+class FirstSeenTask(ChunkTask):
+    """Contiguous pass 1: each categorical value's first line in a chunk (and the chunk's line count)."""
+
+    def result(self, state: State) -> Path:
+        return state.first_seen_lines(self.chunk.id)
+
+    def run(self, cfg: PrepConfig, progress: ProgressSink) -> None:
+        state = State(Path(cfg.out))
+        parser = BlockParser(self.source)
+        sink = BadLineSink(policy=cfg.on_bad_line, state=state, source=self.source, chunk=self.chunk,
+                           first_line=0 if self.chunk.index == 0 else None, quarantine=False)
+        first_seen = contiguous.FirstSeen()
+        lines = 0
+        for block in iter_blocks(self.source, self.chunk, cfg.block_bytes, progress.add_bytes):
+            parsed = parser.parse(block)
+            sink.add(lines, parsed.bad)
+            row_lines = lines + parsed.row_lines.astype(np.int64)
+            for j in range(len(SPARSE)):
+                first_seen.add(j, parsed.sparse[j], row_lines)
+            lines += parsed.lines
+            progress.add_rows(parsed.rows)
+        first_seen.save(state.first_seen(self.chunk.id))
+        write_json(self.result(state), {"lines": lines})
+
+
+@dataclass(kw_only=True, frozen=True)
+class ContiguousMergeTask:
+    """Contiguous merge of one column: its values numbered by first appearance over every chunk, in order."""
+
+    column: str
+    chunk_ids: tuple[str, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return 0
+
+    def result(self, state: State) -> Path:
+        return state.contiguous_done(self.column)
+
+    def run(self, cfg: PrepConfig, progress: ProgressSink) -> None:
+        state = State(Path(cfg.out))
+        values = contiguous.merge_column([state.first_seen(c) for c in self.chunk_ids], self.column)
+        contiguous.save_column(Path(cfg.out) / CONTIGUOUS_DIR, self.column, values)
+        write_json(self.result(state), {"distinct": len(values),
+                                        "size": contiguous.cardinality(len(values), cfg.max_ind_range)})
 
 
 @dataclass(kw_only=True, frozen=True)

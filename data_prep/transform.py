@@ -13,6 +13,8 @@ Categorical, from the 32-bit value ``h = int(hex or "0", 16)``:
   TorchRec's ``tsv_to_npys`` followed by ``% num_embeddings``. Missing is ``h = 0``, like "00000000".
 - ``vocab``: the id of ``h % max_ind_range`` (or ``h``) in the column's vocabulary (:mod:`data_prep.vocab`);
   0 for missing, rare and unseen values.
+- ``contiguous``: TorchRec's first-appearance numbering of ``h`` (:mod:`data_prep.contiguous`), then
+  ``% max_ind_range``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("dlrm_scale.serving.export", "turn a run's checkpoint into a self-contained TorchScript scoring model"),
     "predict": ("dlrm_scale.serving.predict", "score raw Criteo logs or prepared shards with an exported model"),
 }
-DATASET_LEVEL = {"synth": ["criteo"], "prep": ["criteo"]}
+DATASET_LEVEL = {"synth": ["criteo"], "prep": ["criteo", "multihot"]}
+DATASET_MODULES = {("prep", "multihot"): "data_prep.multihot_cli"}  # where a level is not the command's module
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -78,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
             outer = subparsers.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
             inner = outer.add_subparsers(dest="dataset", metavar="DATASET", required=True)
             for dataset in DATASET_LEVEL[name]:
-                sub = inner.add_parser(dataset, help=f"{help_text} ({dataset})", formatter_class=_HelpFormatter,
+                own_module = DATASET_MODULES.get((name, dataset))
+                module = importlib.import_module(own_module or module_name)
+                sub_help = module.__doc__.splitlines()[0] if own_module else f"{help_text} ({dataset})"
+                sub = inner.add_parser(dataset, help=sub_help, formatter_class=_HelpFormatter,
                                        description=module.__doc__)
                 module.add_arguments(sub)
                 sub.set_defaults(_run=module.run)

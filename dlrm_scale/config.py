@@ -30,7 +30,7 @@ NUM_DENSE = 13
 NUM_SPARSE = 26
 
 DenseTransform = Literal["log1p", "log3"]
-Encoding = Literal["hash", "vocab"]
+Encoding = Literal["hash", "vocab", "contiguous"]
 ShardingType = Literal["table_wise", "row_wise", "column_wise", "table_row_wise", "table_column_wise", "data_parallel"]
 ComputeKernel = Literal["fused", "fused_uvm_caching", "fused_uvm", "dense"]
 

@@ -216,7 +216,14 @@ def check_values(columns: Columns, *, cardinalities: Sequence[int], dense_names:
             raise DataValueError(f"{where}: column {name} row {row} has id {int(ids[index])}, outside "
                                  f"[0, {cardinalities[f]}) (the manifest's cardinality); the shard does not match "
                                  f"its manifest: re-run prep (or set data.check_values=false to skip this check)")
-    dense = columns.dense
+    check_dense_and_labels(columns.dense, columns.labels, dense_names=dense_names, label_name=label_name,
+                           labels=labels, where=where)
+
+
+def check_dense_and_labels(dense: np.ndarray, row_labels: np.ndarray, *, dense_names: Sequence[str], label_name: str,
+                           labels: tuple[float, ...], where: str) -> None:
+    """The dense and label half of :func:`check_values` (``dense (N, D)``, ``row_labels (N,)``), for row sources
+    that check their ids themselves (the multi-hot source)."""
     # float32 sum: a NaN/inf always makes it non-finite; finite values that overflow it only cost the search
     if dense.size and not np.isfinite(dense.sum()):
         bad_cells = ~np.isfinite(dense)
@@ -224,12 +231,12 @@ def check_values(columns: Columns, *, cardinalities: Sequence[int], dense_names:
             row, col = (int(i) for i in np.argwhere(bad_cells)[0])
             raise DataValueError(f"{where}: column {dense_names[col]} row {row} is {float(dense[row, col])}; dense "
                                  f"features must be finite (re-run prep, or set data.check_values=false)")
-    good_labels = columns.labels == labels[0]
+    good_labels = row_labels == labels[0]
     for value in labels[1:]:
-        good_labels |= columns.labels == value
+        good_labels |= row_labels == value
     bad_labels = ~good_labels
     if bad_labels.any():
         row = _first_bad_row(bad_labels)
         allowed = " or ".join(f"{v:g}" for v in labels)
-        raise DataValueError(f"{where}: column {label_name} row {row} is {float(columns.labels[row]):g}, not "
+        raise DataValueError(f"{where}: column {label_name} row {row} is {float(row_labels[row]):g}, not "
                              f"{allowed} (re-run prep, or set data.check_values=false)")

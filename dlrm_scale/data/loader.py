@@ -46,6 +46,7 @@ from dlrm_scale.data import plan
 from dlrm_scale.data.batch import Batch
 from dlrm_scale.data.columns import Columns, take_batch
 from dlrm_scale.data.manifest import Manifest, check_compatible
+from dlrm_scale.data.multihot import multihot_source
 from dlrm_scale.data.parquet import ParquetSource
 from dlrm_scale.data.prefetch import prefetch, to_device
 from dlrm_scale.data.synthetic import SyntheticSource, SyntheticSpec
@@ -88,8 +89,9 @@ def make_loader(data_cfg: DataConfig, *, split: str, batch_size: int, rank: int,
     if data_cfg.source == "parquet":
         manifest = Manifest.load(data_cfg.path)
         check_compatible(manifest, data_cfg)
-        source: RowSource = ParquetSource(data_cfg.path, manifest, split, train=train, verify=data_cfg.verify,
-                                          check_values=data_cfg.check_values)
+        checks = {"train": train, "verify": data_cfg.verify, "check_values": data_cfg.check_values}
+        source: RowSource = multihot_source(data_cfg.path, manifest, split, data_cfg.multi_hot_sizes, **checks) \
+            or ParquetSource(data_cfg.path, manifest, split, **checks)
         num_sparse, num_dense = len(manifest.sparse_columns), len(manifest.dense_columns)
     else:
         num_sparse, num_dense = len(data_cfg.cardinalities), data_cfg.num_dense
@@ -231,6 +233,8 @@ class Loader:
             yield batch
 
     def _empty(self) -> Columns:
+        if hasattr(self.source, "empty"):  # a source with its own row layout (dlrm_scale.data.multihot)
+            return self.source.empty()
         return Columns(dense=np.empty((0, self.num_dense), np.float32), labels=np.empty(0, np.float32),
                        ids=np.empty((len(self.keys), 0), np.int64))
 
@@ -238,6 +242,9 @@ class Loader:
         # A batch is a random subset of its window; the order of rows inside it does not change the loss or
         # the metrics, and gathering them in ascending order walks memory forwards: measured about 1.2x (8k rows)
         # to 4x (64k rows) faster than a random-order gather of one-hot rows.
+        if hasattr(self.source, "take_batch"):
+            return self.source.take_batch(window, np.sort(rows), batch_size=self.batch_size, keys=self.keys,
+                                          pin=self.pin_memory)
         return take_batch(window, np.sort(rows), batch_size=self.batch_size, keys=self.keys, pin=self.pin_memory,
                           full_lengths=self._full_lengths)
 
