@@ -379,7 +379,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.top_mlp must end in 1 (the logit); got {cfg.model.top_mlp}")
     if any(c <= 0 for c in cfg.data.cardinalities):
         raise ConfigError("data.cardinalities must all be positive")
-    if cfg.data.multi_hot_sizes and len(cfg.data.multi_hot_sizes) != len(cfg.data.cardinalities):
+    if cfg.data.multi_hot_sizes and cfg.data.cardinalities and len(cfg.data.multi_hot_sizes) != len(cfg.data.cardinalities):
         raise ConfigError(
             f"data.multi_hot_sizes has {len(cfg.data.multi_hot_sizes)} entries but data.cardinalities has "
             f"{len(cfg.data.cardinalities)}"
