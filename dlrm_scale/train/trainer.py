@@ -33,6 +33,7 @@ from dlrm_scale.metrics import MetricsLogger, Progress, ThroughputMeter, write_l
 from dlrm_scale.train.build import DistEnv
 from dlrm_scale.train.debug import DebugHooks, row_keys
 from dlrm_scale.train.evaluate import EvalMetrics, evaluate
+from dlrm_scale.train.optim import total_steps
 from dlrm_scale.train.steps import BatchRunner
 
 
@@ -190,8 +191,7 @@ class Trainer:
         return 0 < self.cfg.train.max_steps <= self.state.step
 
     def total_steps(self) -> int:
-        total = self.cfg.train.epochs * len(self.train_loader)
-        return min(total, self.cfg.train.max_steps) if self.cfg.train.max_steps > 0 else total
+        return total_steps(self.cfg.train, len(self.train_loader))
 
     def _flush_window(self) -> tuple[float, int]:
         """Sums the loss and row counts since the last flush over all ranks; returns (mean loss, rows)."""
