@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("dlrm_scale.train.cli", "train a model (launch with torchrun/torchx for several ranks)"),
     "eval": ("dlrm_scale.train.eval_cli", "evaluate a checkpoint: AUC, logloss, NE, accuracy"),
     "config": ("dlrm_scale.config_cli", "print the resolved run configuration (every key and value) as TOML"),
+    "doctor": ("dlrm_scale.train.doctor_cli", "diagnose a run folder: why its AUC is 0.5 or its loss NaN"),
 }
 DATASET_LEVEL = {"synth": ["criteo"], "prep": ["criteo"]}
 

@@ -32,6 +32,7 @@ from dlrm_scale.config import Config
 from dlrm_scale.metrics import MetricsLogger, Progress, ThroughputMeter, write_line
 from dlrm_scale.train.build import DistEnv
 from dlrm_scale.train.debug import DebugHooks, row_keys
+from dlrm_scale.train.doctor import make_doctor
 from dlrm_scale.train.evaluate import EvalMetrics, evaluate
 from dlrm_scale.train.optim import total_steps
 from dlrm_scale.train.steps import BatchRunner
@@ -112,6 +113,7 @@ class Trainer:
         self._run_samples = 0
         self.progress = Progress(total=0, initial=0, enabled=False)
         self.meter = ThroughputMeter()
+        self.doctor = make_doctor(cfg, rank=env.rank, total_steps=self.total_steps(), logger=logger)
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
@@ -156,6 +158,8 @@ class Trainer:
             steps += 1
             self._window_loss += out.loss.double() * out.mask.numel()
             self._window_rows += out.mask.sum().double()
+            if self.doctor is not None:
+                self.doctor.on_step(out)
             self.progress.update()
             self.hooks.after_step(step=self.state.step, epoch=self.state.epoch, rows=rows)
             if _due(self.state.step, self.cfg.train.log_every_steps):
@@ -171,11 +175,21 @@ class Trainer:
         if _due(step, self.cfg.train.checkpoint_every_steps):
             self.save_checkpoint()
         self.meter.rate()  # restart the throughput window after the pause
+        if self.doctor is not None:
+            self.doctor.restart_window()
 
     # ---------------------------------------------------------------- bookkeeping
     def _fetch(self, loader) -> Iterator:
-        """The loader's batches; with row logging on, each batch's row keys wait in a queue for its step."""
-        for batch in loader:
+        """The loader's batches; with row logging on, each batch's row keys wait in a queue for its step. The
+        doctor sees each batch and how long the loop waited for it."""
+        batches = iter(loader)
+        while True:
+            started = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                return
+            if self.doctor is not None:
+                self.doctor.on_batch(batch, waited=time.perf_counter() - started, step=self.state.step)
             self._row_keys.append(row_keys(batch) if self.hooks.log_rows else None)
             yield batch
 
@@ -209,8 +223,12 @@ class Trainer:
         loss, _ = self._flush_window()
         values = {"epoch": self.state.epoch, "loss": loss, "samples_per_s": self.meter.rate(),
                   "samples": self.state.samples, "lr": self._lr}
+        if self.doctor is not None:
+            values.update(self.doctor.train_stats())
         self.progress.set_postfix(loss=loss, samples_per_s=values["samples_per_s"])
         self.logger.log("train", self.state.step, values)
+        if self.doctor is not None:
+            self.doctor.check_train(self.state.step, values)
 
     def run_evaluation(self) -> EvalMetrics:
         self.model.eval()
@@ -220,7 +238,10 @@ class Trainer:
             self.model.train()
         self.last_eval = metrics
         self._last_eval_step = self.state.step
-        self.logger.log("eval", self.state.step, {"split": self.cfg.data.eval_split, **metrics.as_dict()})
+        values = {"split": self.cfg.data.eval_split, **metrics.as_dict()}
+        self.logger.log("eval", self.state.step, values)
+        if self.doctor is not None:
+            self.doctor.check_eval(self.state.step, values)
         return metrics
 
     def summary(self) -> dict[str, Any]:
