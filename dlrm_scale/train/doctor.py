@@ -59,6 +59,8 @@ DENSE_MAX = 50.0
 COVERAGE_RANGES = 16  # a table's rows are checked as this many equal ranges
 DISTINCT_PER_RANGE = 12  # distinct ids per range before an empty range counts (exp(-12): chance under a hash)
 DISTINCT_CAP = 4096  # distinct ids remembered per table
+# codes found from sampled batches, which the run folder keeps only as the doctor's records
+BATCH_CODES = frozenset({"ids_out_of_range", "untouched_rows", "dense_out_of_range"})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -48,7 +48,7 @@ def read_records(path: Path) -> list[dict]:
 
 def diagnose(run_dir: Path) -> tuple[list[Finding], list[dict]]:
     """The findings for the run in ``run_dir``, in the order the doctor makes them, and the records read."""
-    from dlrm_scale.train.doctor import Checks, Finding  # imports torch: not at --help time
+    from dlrm_scale.train.doctor import BATCH_CODES, Checks, Finding  # imports torch: not at --help time
     config_path, metrics_path = run_dir / "config.toml", run_dir / "metrics.jsonl"
     for path in (config_path, metrics_path):
         if not path.is_file():
@@ -69,7 +69,7 @@ def diagnose(run_dir: Path) -> tuple[list[Finding], list[dict]]:
             checks.train(record["step"], values)
         elif record["kind"] == "eval":
             checks.eval(record["step"], values)
-        elif record["kind"] == "doctor" and record.get("code") not in checks.reported:
+        elif record["kind"] == "doctor" and record.get("code") in BATCH_CODES - checks.reported:
             # findings from sampled batches: the batches are not in the folder, their verdicts are
             checks.reported.add(record.get("code"))
             findings.append(Finding(code=str(record.get("code")), step=record["step"],

@@ -5,6 +5,7 @@ Runs train in this process on a world of one (gloo) on the quickstart's data at 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -205,3 +206,17 @@ def test_untransformed_dense_features_are_out_of_range() -> None:
     assert stats.observe(_batch(ids, np.log1p(counts))) == []
     problems = dict(stats.observe(_batch(ids, counts)))
     assert "data.dense_transform" in problems["dense_out_of_range"]
+
+
+def test_the_cli_replays_batch_findings_and_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys) -> None:
+    assert main(["doctor", "--run-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1  # one line, naming the missing file
+    (tmp_path / "config.toml").write_text(to_toml(load_config("tiny_cpu")))
+    lines = [{"kind": "train", "step": 50, "loss": 0.40, "ctr": 0.25, "pred_spread": 0.9},
+             {"kind": "doctor", "step": 50, "code": "untouched_rows", "message": "doctor: step 50: rows ..."},
+             {"kind": "doctor", "step": 60, "code": "collapsed", "message": "recomputed, not replayed"},
+             {"kind": "summary", "step": 100, "steps": 100}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["doctor", "--run-dir", str(tmp_path)]) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "doctor: step 50: rows ..." and len(printed) == 2
