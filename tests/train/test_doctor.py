@@ -112,7 +112,8 @@ def _shuffle_labels(batch):
 
 
 def test_shuffled_labels_sit_at_the_entropy_and_at_chance(env, quickstart: Path, tmp_path: Path) -> None:
-    found = findings(train(env, quickstart, tmp_path / "run", ["train.log_every_steps=20", "train.epochs=1",
+    # 4 epochs of the 40,000 training rows: past the doctor's warm-up of 150,000 rows
+    found = findings(train(env, quickstart, tmp_path / "run", ["train.log_every_steps=20", "train.epochs=4",
                                                                "train.eval_max_batches=4"], change=_shuffle_labels))
     assert {"loss_at_entropy", "auc_at_chance"} <= set(found)
     assert "label entropy" in found["loss_at_entropy"]["message"]
@@ -146,12 +147,13 @@ def test_non_finite_loss_names_the_rates_and_is_reported_once() -> None:
 
 def test_entropy_check_waits_for_the_warmup() -> None:
     report: list[doctor.Finding] = []
-    checks = _checks(report, total_steps=1000)  # warm-up: 100 steps
+    checks = _checks(report, total_steps=1000)  # warm-up: 100 steps and 150,000 rows
     entropy = doctor.label_entropy(0.25)
-    checks.train(50, {"loss": entropy, "ctr": 0.25})
+    checks.train(50, {"loss": entropy, "ctr": 0.25, "samples": 200_000})
+    checks.train(120, {"loss": entropy, "ctr": 0.25, "samples": 120_000})
     assert report == []
-    checks.train(100, {"loss": 0.9 * entropy, "ctr": 0.25})  # learning: fine
-    checks.train(150, {"loss": entropy, "ctr": 0.25})
+    checks.train(150, {"loss": 0.9 * entropy, "ctr": 0.25, "samples": 150_000})  # learning: fine
+    checks.train(200, {"loss": entropy, "ctr": 0.25, "samples": 200_000})
     assert [f.code for f in report] == ["loss_at_entropy"]
 
 
@@ -165,7 +167,7 @@ def test_collapsed_predictions_are_measured_from_the_step_outputs() -> None:
         dr.on_step(StepOutput(torch.tensor(0.56), logits, labels, torch.ones(64)))
     stats = dr.train_stats()
     assert stats["pred_spread"] < 1e-3 and stats["ctr"] == pytest.approx(labels.mean().item())
-    dr.check_train(10, {"loss": 0.56, **stats})
+    dr.check_train(10, {"loss": 0.56, "samples": 200_000, **stats})
     assert "collapsed" in [f.code for f in report]
 
 
@@ -213,7 +215,7 @@ def test_the_cli_replays_batch_findings_and_refuses_a_folder_that_is_not_a_run(t
     assert main(["doctor", "--run-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1  # one line, naming the missing file
     (tmp_path / "config.toml").write_text(to_toml(load_config("tiny_cpu")))
-    lines = [{"kind": "train", "step": 50, "loss": 0.40, "ctr": 0.25, "pred_spread": 0.9},
+    lines = [{"kind": "train", "step": 50, "loss": 0.40, "ctr": 0.25, "pred_spread": 0.9, "samples": 51_200},
              {"kind": "doctor", "step": 50, "code": "untouched_rows", "message": "doctor: step 50: rows ..."},
              {"kind": "doctor", "step": 60, "code": "collapsed", "message": "recomputed, not replayed"},
              {"kind": "summary", "step": 100, "steps": 100}]
