@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("dlrm_scale.config_cli", "print the resolved run configuration (every key and value) as TOML"),
     "export": ("dlrm_scale.serving.export", "turn a run's checkpoint into a self-contained TorchScript scoring model"),
     "predict": ("dlrm_scale.serving.predict", "score raw Criteo logs or prepared shards with an exported model"),
+    "doctor": ("dlrm_scale.train.doctor_cli", "diagnose a run folder: why its AUC is 0.5 or its loss NaN"),
 }
 DATASET_LEVEL = {"synth": ["criteo"], "prep": ["criteo", "multihot"]}
 DATASET_MODULES = {("prep", "multihot"): "data_prep.multihot_cli"}  # where a level is not the command's module

@@ -172,7 +172,8 @@ class OptimizerConfig:
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    """The loop. ``batch_size`` is per rank (TorchRec's convention); the global batch is it times world size.
+    """The loop. ``batch_size`` is per rank (TorchRec's convention; the global batch is it times world size) unless
+    ``global_batch_size`` is set, which every world size then trains (``dlrm_scale.train.batch_size``).
     ``max_steps`` > 0 stops early; ``eval_every_steps`` > 0 evaluates periodically as well as at the end.
     ``compile`` runs the bottom and top MLPs through ``torch.compile`` (``compile_backend``; in place, so parameter
     names and checkpoints do not change); the interaction and the embedding lookups stay eager."""
@@ -198,11 +199,12 @@ class TrainConfig:
     log_every_steps: int = 20
     tensorboard: bool = False
     progress: bool = True
-    # global_batch_size > 0: the recipe's global batch; batch_size per rank becomes it / world size.
+    # global_batch_size > 0: the recipe's global batch; batch_size per rank becomes it / world size (a world size
+    # that does not divide it is refused); the learning rates are the recipe's, unchanged.
     global_batch_size: int = 0
     # on_nonfinite: a non-finite loss stops the run ("stop") or its batch is skipped ("skip_batch").
     on_nonfinite: Literal["stop", "skip_batch"] = "stop"
-    # doctor: report diverged/stuck/collapsed/loader-bound training as it happens.
+    # doctor: report diverged/stuck/collapsed/loader-bound training as it happens (dlrm_scale.train.doctor).
     doctor: bool = True
     # tf32: TensorFloat-32 for fp32 matmuls and convolutions on CUDA (Ampere and later), set at init (also the
     # fused dot kernels' fp32 products); false: full fp32.

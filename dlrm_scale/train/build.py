@@ -120,13 +120,16 @@ def build_trainer(cfg: Config, env: DistEnv):
     (unless empty) ``data.eval_split``, checkpointer, metrics sinks, debug hooks."""
     from dlrm_scale.checkpoint import Checkpointer
     from dlrm_scale.data.loader import make_loader
-    from dlrm_scale.metrics import make_metrics_logger
+    from dlrm_scale.metrics import make_metrics_logger, write_line
+    from dlrm_scale.train.batch_size import batch_size_note, resolve_batch_size
     from dlrm_scale.train.debug import DebugHooks
-    from dlrm_scale.train.optim import make_dense_optimizer
+    from dlrm_scale.train.optim import lr_change_step, make_dense_optimizer, total_steps
     from dlrm_scale.train.trainer import Trainer
 
+    cfg = resolve_batch_size(cfg, env.world_size)  # train.global_batch_size -> per-rank train.batch_size
+    if env.rank == 0 and cfg.train.global_batch_size:
+        write_line(batch_size_note(cfg, env.world_size))
     model = build_sharded_model(cfg, env)  # shard_model prints the plan with its memory estimate on rank 0
-    optimizer, scheduler = make_dense_optimizer(model, cfg.optimizer.dense)
 
     def loader(split: str, batch_size: int, train: bool):
         return make_loader(cfg.data, split=split, batch_size=batch_size, rank=env.rank, world_size=env.world_size,
@@ -135,10 +138,14 @@ def build_trainer(cfg: Config, env: DistEnv):
     eval_loader = None
     if cfg.data.eval_split:
         eval_loader = loader(cfg.data.eval_split, cfg.train.eval_batch_size or cfg.train.batch_size, False)
+    train_loader = loader(cfg.data.train_split, cfg.train.batch_size, True)
+    change_step = lr_change_step(cfg.optimizer, total_steps(cfg.train, len(train_loader)))
+    optimizer, scheduler = make_dense_optimizer(model, cfg.optimizer.dense, change_step=change_step,
+                                                lr_after_change=cfg.optimizer.lr_after_change)
     out_dir = Path(cfg.train.out_dir)
     return Trainer(
         cfg=cfg, env=env, model=model, optimizer=optimizer, scheduler=scheduler,
-        train_loader=loader(cfg.data.train_split, cfg.train.batch_size, True), eval_loader=eval_loader,
+        train_loader=train_loader, eval_loader=eval_loader,
         checkpointer=Checkpointer(out_dir / "checkpoints", keep=cfg.train.keep_checkpoints),
         logger=make_metrics_logger(cfg.train, rank=env.rank), hooks=DebugHooks(out_dir=out_dir, rank=env.rank),
     )

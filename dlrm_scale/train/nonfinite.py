@@ -71,8 +71,11 @@ class NonFiniteGuard:
     """Called by the trainer after each step (:meth:`after_step`) and at its synchronisation points
     (:meth:`check`); raises :class:`NonFiniteError` on every rank alike."""
 
-    def __init__(self, optimizer: GuardedOptimizer, *, device: torch.device, group: Any = None) -> None:
+    def __init__(self, optimizer: GuardedOptimizer, *, device: torch.device, group: Any = None,
+                 learning_rates: str = "") -> None:
         self.optimizer = optimizer
+        # named in the error, as the likeliest cause of a run that went non-finite
+        self.lower = f"lower the learning rates ({learning_rates})" if learning_rates else "lower the learning rate"
         self.group = group
         self.first_bad = torch.full((), _NONE, dtype=torch.int64, device=device)
         self.skipped = 0
@@ -86,7 +89,7 @@ class NonFiniteGuard:
             if self._consecutive > MAX_CONSECUTIVE_SKIPS:
                 raise NonFiniteError(f"step {step}: {self._consecutive} batches in a row had a non-finite dense "
                                      f"gradient norm under train.on_nonfinite=skip_batch; the model has diverged "
-                                     f"(lower the learning rate, or check the data)")
+                                     f"({self.lower}, or check the data)")
             return False
         self._consecutive = 0
         bad = ~torch.isfinite(loss.detach())
@@ -105,5 +108,5 @@ class NonFiniteGuard:
         if step != _NONE:
             raise NonFiniteError(
                 f"step {step}: the loss or the dense gradient norm is not finite (NaN/inf); stopped before "
-                f"writing a checkpoint (newest: {newest_checkpoint() or 'none'}). Lower the learning rate, check "
+                f"writing a checkpoint (newest: {newest_checkpoint() or 'none'}). Likely causes: {self.lower}, check "
                 f"the data, or set train.on_nonfinite=skip_batch")

@@ -32,8 +32,10 @@ from dlrm_scale.config import Config
 from dlrm_scale.metrics import MetricsLogger, Progress, ThroughputMeter, write_line
 from dlrm_scale.train.build import DistEnv
 from dlrm_scale.train.debug import DebugHooks, row_keys
+from dlrm_scale.train.doctor import learning_rates, make_doctor
 from dlrm_scale.train.evaluate import EvalMetrics, evaluate
 from dlrm_scale.train.nonfinite import GuardedOptimizer, NonFiniteGuard
+from dlrm_scale.train.optim import total_steps
 from dlrm_scale.train.steps import BatchRunner
 
 
@@ -101,7 +103,7 @@ class Trainer:
         self.hooks = hooks or DebugHooks(out_dir=cfg.train.out_dir, rank=env.rank, environ={})
         # the runner steps the optimizer through the non-finite guard (train.on_nonfinite)
         guarded = GuardedOptimizer(optimizer, skip=cfg.train.on_nonfinite == "skip_batch")
-        self.nonfinite = NonFiniteGuard(guarded, device=env.device)
+        self.nonfinite = NonFiniteGuard(guarded, device=env.device, learning_rates=learning_rates(cfg))
         self.runner = BatchRunner(model, guarded, env.device, pipelined=cfg.train.pipeline)
         self.state = TrainState(world_size=env.world_size)
         self.last_eval: EvalMetrics | None = None
@@ -115,6 +117,7 @@ class Trainer:
         self._run_samples = 0
         self.progress = Progress(total=0, initial=0, enabled=False)
         self.meter = ThroughputMeter()
+        self.doctor = make_doctor(cfg, rank=env.rank, total_steps=self.total_steps(), logger=logger)
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
@@ -160,6 +163,8 @@ class Trainer:
             if self.nonfinite.after_step(self.state.step, out.loss):
                 self._window_loss += out.loss.double() * out.mask.numel()
                 self._window_rows += out.mask.sum().double()
+                if self.doctor is not None:
+                    self.doctor.on_step(out)
             elif self.env.rank == 0:
                 write_line(f"step {self.state.step}: non-finite dense gradient norm, batch skipped "
                            f"({self.nonfinite.skipped} so far)")
@@ -178,11 +183,21 @@ class Trainer:
         if _due(step, self.cfg.train.checkpoint_every_steps):
             self.save_checkpoint()
         self.meter.rate()  # restart the throughput window after the pause
+        if self.doctor is not None:
+            self.doctor.restart_window()
 
     # ---------------------------------------------------------------- bookkeeping
     def _fetch(self, loader) -> Iterator:
-        """The loader's batches; with row logging on, each batch's row keys wait in a queue for its step."""
-        for batch in loader:
+        """The loader's batches; with row logging on, each batch's row keys wait in a queue for its step. The
+        doctor sees each batch and how long the loop waited for it."""
+        batches = iter(loader)
+        while True:
+            started = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                return
+            if self.doctor is not None:
+                self.doctor.on_batch(batch, waited=time.perf_counter() - started, step=self.state.step)
             self._row_keys.append(row_keys(batch) if self.hooks.log_rows else None)
             yield batch
 
@@ -198,8 +213,7 @@ class Trainer:
         return 0 < self.cfg.train.max_steps <= self.state.step
 
     def total_steps(self) -> int:
-        total = self.cfg.train.epochs * len(self.train_loader)
-        return min(total, self.cfg.train.max_steps) if self.cfg.train.max_steps > 0 else total
+        return total_steps(self.cfg.train, len(self.train_loader))
 
     def _flush_window(self) -> tuple[float, int]:
         """Sums the loss and row counts since the last flush over all ranks; returns (mean loss, rows). Stops the
@@ -219,8 +233,12 @@ class Trainer:
         loss, _ = self._flush_window()
         values = {"epoch": self.state.epoch, "loss": loss, "samples_per_s": self.meter.rate(),
                   "samples": self.state.samples, "lr": self._lr, "skipped_batches": self.nonfinite.skipped}
+        if self.doctor is not None:
+            values.update(self.doctor.train_stats())
         self.progress.set_postfix(loss=loss, samples_per_s=values["samples_per_s"])
         self.logger.log("train", self.state.step, values)
+        if self.doctor is not None:
+            self.doctor.check_train(self.state.step, values)
 
     def run_evaluation(self) -> EvalMetrics:
         self.model.eval()
@@ -230,7 +248,10 @@ class Trainer:
             self.model.train()
         self.last_eval = metrics
         self._last_eval_step = self.state.step
-        self.logger.log("eval", self.state.step, {"split": self.cfg.data.eval_split, **metrics.as_dict()})
+        values = {"split": self.cfg.data.eval_split, **metrics.as_dict()}
+        self.logger.log("eval", self.state.step, values)
+        if self.doctor is not None:
+            self.doctor.check_eval(self.state.step, values)
         return metrics
 
     def summary(self) -> dict[str, Any]:

@@ -77,6 +77,7 @@ def test_a_run_whose_loss_becomes_nan_stops_and_keeps_its_checkpoint(tmp_path: P
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("dlrm-scale train: error: step 2: the loss or the dense gradient norm is not finite")
     assert "ckpt-00000001" in last and "Traceback" not in proc.stderr
+    assert "lower the learning rates (optimizer.embedding.lr=0.05 (rowwise_adagrad), optimizer.dense.lr=1e+19" in last
     checkpoints = out / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("ckpt-*")) == ["ckpt-00000001"]
     assert (checkpoints / "latest").read_text().strip() == "ckpt-00000001"

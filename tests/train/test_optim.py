@@ -14,6 +14,7 @@ from dlrm_scale.train.optim import (
     MIN_DECAYED_LR,
     MlperfSchedule,
     check_schedule,
+    lr_change_step,
     make_dense_optimizer,
     mlperf_lr_factor,
 )
@@ -107,3 +108,62 @@ def test_combined_optimizer_covers_fused_and_dense_and_both_follow_the_schedule(
     assert state["last_epoch"] == 5
     assert [s["base_lr"] for s in state["lr_lambdas"]] == pytest.approx(base)
     assert all(s["warmup_steps"] == 4 for s in state["lr_lambdas"])
+
+
+def test_lr_change_step_is_the_fraction_of_the_run() -> None:
+    cfg = load_config(None, ["data.cardinalities=[4]", "optimizer.change_lr_at=0.8", "optimizer.lr_after_change=0.2"])
+    assert lr_change_step(cfg.optimizer, 10) == 8
+    assert lr_change_step(cfg.optimizer, 7) == 5  # floor(5.6)
+    assert lr_change_step(load_config(None, ["data.cardinalities=[4]"]).optimizer, 10) is None
+
+
+def test_step_change_replaces_the_schedule_with_the_absolute_rate() -> None:
+    schedule = MlperfSchedule(warmup_steps=4, decay_start=0, decay_steps=0, decay_power=2.0, base_lr=15.0,
+                              change_step=8, lr_after_change=0.2)
+    rates = [15.0 * schedule(last_epoch) for last_epoch in range(10)]  # steps 1 .. 10
+    assert rates == pytest.approx([3.75, 7.5, 11.25, 15.0, 15.0, 15.0, 15.0, 15.0, 0.2, 0.2])
+
+
+def _table_and_dense(dmp) -> dict[str, torch.Tensor]:
+    """Every parameter's values (a world of one holds each table's single shard whole)."""
+    values = {}
+    for name, value in dmp.state_dict().items():
+        if hasattr(value, "local_shards"):
+            value = torch.cat([shard.tensor for shard in value.local_shards()])
+        values[name] = value.detach().clone()
+    return values
+
+
+def test_step_change_reaches_the_fused_embedding_update(world_of_one) -> None:
+    """Two runs from the same weights on the same batches: plain, and with the rates dropping from 1.0 to 0.25
+    after step 2. SGD's update is -lr * grad, so at step 3 (same state, same batch, same gradient) every change of
+    the second run, the fused tables' rows included, is exactly a quarter of the first's."""
+    from tests.models.helpers import random_kjt
+
+    base = ["data.cardinalities=[40, 30]", "model.embedding_dim=8", "model.bottom_mlp=[16, 8]",
+            "model.top_mlp=[16, 1]", "sharding.default_type=table_wise", "optimizer.embedding.name=sgd",
+            "optimizer.embedding.lr=1.0", "optimizer.dense.name=sgd", "optimizer.dense.lr=1.0", "train.batch_size=8"]
+    generator = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 13, generator=generator), random_kjt([40, 30], 8, generator=generator),
+                torch.randint(0, 2, (8,), generator=generator).float()) for _ in range(3)]
+    deltas = []
+    for extra in ([], ["optimizer.change_lr_at=0.5", "optimizer.lr_after_change=0.25"]):
+        cfg = load_config(None, base + extra)
+        torch.manual_seed(0)
+        dmp = shard_model(build_dlrm(cfg.model, [40, 30], device="meta"), cfg, device=torch.device("cpu"))
+        optimizer, scheduler = make_dense_optimizer(dmp, cfg.optimizer.dense,
+                                                    change_step=lr_change_step(cfg.optimizer, 4),
+                                                    lr_after_change=cfg.optimizer.lr_after_change)
+        for dense, kjt, labels in batches:
+            before = _table_and_dense(dmp)
+            optimizer.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(dmp(dense, kjt).squeeze(-1), labels)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        deltas.append({name: value - before[name] for name, value in _table_and_dense(dmp).items()})
+    plain, changed = deltas
+    table = "sparse_arch.embedding_bag_collection.embedding_bags.t_C1.weight"
+    assert plain[table].abs().sum() > 0
+    for name in plain:
+        torch.testing.assert_close(changed[name], 0.25 * plain[name], rtol=1e-4, atol=1e-7, msg=name)
