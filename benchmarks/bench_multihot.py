@@ -43,7 +43,7 @@ from benchmarks.report import machine_meta, write_results
 from data_prep.multihot import MLPERF_NUM_EMBEDDINGS, MLPERF_SIZES
 from dlrm_scale.config import DataConfig
 from dlrm_scale.data.loader import make_loader
-from dlrm_scale.data.manifest import Manifest
+from dlrm_scale.data.manifest import Manifest, sha256_file
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_ROWS_PER_CPU_S = 1_000_000
@@ -98,6 +98,7 @@ def _list_copy(materialized: Path, out: Path, compression: str) -> DataConfig:
                                                     compression=None if compression == "none" else compression)
                 writer.write_table(table, row_group_size=table.num_rows)
             writer.close()
+            shard.sha256 = sha256_file(out / shard.path)  # the loader verifies every shard against its manifest
     extra = {k: v for k, v in manifest.extra.items() if k != "multihot"}
     dataclasses.replace(manifest, extra=extra).save(out)
     return DataConfig(path=str(out), eval_split="", encoding=manifest.encoding, max_ind_range=manifest.max_ind_range,

@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__module__.partition(".")[0] not in ("dlrm_scale", "data_prep"):
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"dlrm-scale {args.command}: error: {message}", file=sys.stderr)
+        # one write, so that the lines of several ranks sharing a stderr never interleave
+        sys.stderr.write(f"dlrm-scale {args.command}: error: {message}\n")
+        sys.stderr.flush()
         return 2
 
 

@@ -155,7 +155,7 @@ def _train_mlperf(data: Path, out: Path) -> list[dict]:
 
     cards = json.loads((data / "manifest.json").read_text())["cardinalities"]
     settings = [f"data.path={data}", "data.encoding=contiguous", "data.max_ind_range=0",
-                f"data.cardinalities={json.dumps(cards).replace(' ', '')}", "train.batch_size=64",
+                f"data.cardinalities={json.dumps(cards).replace(' ', '')}", "train.global_batch_size=128",
                 "train.bf16=false", "train.eval_every_steps=3", f"train.out_dir={out}", "train.progress=false",
                 "train.log_every_steps=1"]
     run_torchrun(["-m", "dlrm_scale.cli", "train", "--config", "mlperf_dcnv2",

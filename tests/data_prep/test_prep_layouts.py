@@ -60,7 +60,7 @@ def test_header_columns_in_any_order(tmp_path) -> None:
 
 def test_format_flag_forces_delimiter(tmp_path, capsys) -> None:
     path = write_lines(tmp_path / "day_0", random_lines(10, seed=1))
-    assert prep("--input", path, "--out", tmp_path / "out", "--format", "csv") == 1
+    assert prep("--input", path, "--out", tmp_path / "out", "--format", "csv") == 2
     assert "of 10 sampled lines, 10 lines with 1 comma-separated fields" in capsys.readouterr().err
 
 

@@ -131,14 +131,14 @@ def test_rerun_same_and_different_settings(tmp_path, capsys) -> None:
     assert {p: os.stat(p).st_mtime_ns for p in out.rglob("*.parquet")} == before
     assert (out / "manifest.json").read_text() == manifest
     capsys.readouterr()
-    assert prep(*args[:-4], "--max-ind-range", "2000", "--encoding", "vocab", "--workers", "1") == 1
+    assert prep(*args[:-4], "--max-ind-range", "2000", "--encoding", "vocab", "--workers", "1") == 2
     err = capsys.readouterr().err
     assert "max_ind_range: 1000 then, 2000 now" in err and "encoding: 'hash' then, 'vocab' now" in err
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    assert prep("--input", path, "--out", foreign) == 1
+    assert prep("--input", path, "--out", foreign) == 2
     assert "not empty and not written by `dlrm-scale prep`" in capsys.readouterr().err
 
 
@@ -149,7 +149,7 @@ def test_error_then_skip_resumes(tmp_path) -> None:
     bad = write_lines(tmp_path / "day_1", lines)
     out = tmp_path / "out"
     args = ["--input", good, bad, "--out", out, "--workers", "1"]
-    assert prep(*args) == 1
+    assert prep(*args) == 2
     assert prep(*args, "--on-bad-line", "skip") == 0
     manifest = Manifest.load(out)
     assert manifest.bad_lines_skipped == 1 and manifest.splits["train"].rows == 699
@@ -172,6 +172,6 @@ def test_one_run_per_rank_at_a_time(tmp_path, capsys) -> None:
     path = write_lines(tmp_path / "day_0", random_lines(20, seed=1))
     out = tmp_path / "out"
     with State(out).lock(0):  # as if another run of rank 0 were writing here
-        assert prep("--input", path, "--out", out) == 1
+        assert prep("--input", path, "--out", out) == 2
         assert "another `dlrm-scale prep` (rank 0) is writing here" in capsys.readouterr().err
     assert prep("--input", path, "--out", out) == 0

@@ -85,7 +85,7 @@ def test_a_run_whose_loss_becomes_nan_stops_and_keeps_its_checkpoint(tmp_path: P
 
 
 @pytest.mark.multiproc
-def test_under_torchrun_every_rank_ends_with_one_line_and_status_2(tmp_path: Path) -> None:
+def test_under_torchrun_the_failure_is_one_line_and_status_2(tmp_path: Path) -> None:
     from tests.dist_utils import run_torchrun
 
     settings = ["data.source=synthetic", "data.cardinalities=[50,60,70]", "data.synthetic_rows=640", "train.batch_size=32",
@@ -96,6 +96,8 @@ def test_under_torchrun_every_rank_ends_with_one_line_and_status_2(tmp_path: Pat
                          *[a for s in settings for a in ("--set", s)]], check=False, timeout=240)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("dlrm-scale train: error: ")]
-    assert len(errors) == 2 and all("step 2: the loss or the dense gradient norm is not finite" in e for e in errors)
+    # torchrun's agent stops the other workers as soon as one has exited, so a slower rank may be killed before
+    # it prints: one or two lines, each the same one-line error
+    assert 1 <= len(errors) <= 2 and all("step 2: the loss or the dense gradient norm is not finite" in e for e in errors)
     assert "exitcode  : 2" in proc.stderr  # torchrun's report of the failed workers
     assert not (tmp_path / "run" / "checkpoints").exists()
