@@ -23,6 +23,11 @@ HARMLESS_WARNINGS: list[tuple[type[Warning], str, str]] = [
     (FutureWarning, r"Please use DTensor instead and we are deprecating ShardedTensor",
      "DCP's planner notes that TorchRec's sharded state dicts use ShardedTensor; saving and loading them is exact "
      "(tests/train/test_distributed.py)"),
+    (UserWarning, r"`_get_pg_default_device` will be deprecated",
+     "torchrec 1.6.1's ShardingEnv asks torch for the process group's device to build a device mesh; the call "
+     "still answers, and torchrec 1.8 no longer makes it"),
+    (UserWarning, r"Multiple backends are registered with this ProcessGroup",
+     "the same torchrec 1.6.1 call on a CPU (gloo) group: torch answers cpu, which is the group's device"),
 ]
 
 # (logger name, message substring, why it is harmless here)
@@ -34,6 +39,9 @@ HARMLESS_LOGS: list[tuple[str, str, str]] = [
      "the same dry-run over-estimate as the HeuristicalStorageReservation warning"),
     ("torch.fx._symbolic_trace", "is_fx_tracing will return true",
      "an API note for callers of is_fx_tracing (TorchRec's modules), printed on their first forward"),
+    ("", "_fbgemm_torch_compat_table has no entry",
+     "fbgemm-gpu 1.6.0 (the GPU machine's release) has no row for itself in its table of tested torch releases; "
+     "its operators load and the whole suite passes on that stack (torch 2.11)"),
     ("", "Sharding spec not found",
      "data-parallel tables have no sharding spec by design; TorchRec's plan validation notes each one"),
 ]
