@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dlrm_scale.config import Config, add_config_arguments, load_config
+from dlrm_scale.config import Config, ConfigError, add_config_arguments, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve(args: argparse.Namespace) -> tuple[Config, Path]:
     """The configuration to evaluate with and the checkpoint, checked against each other without reading it."""
+    from dlrm_scale.data.manifest import UNLABELED_SPLIT
     from dlrm_scale.train.cli import check_splits, preflight
     from dlrm_scale.train.run_dir import (
         MODEL_PREFIXES,
@@ -54,7 +55,11 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Path]:
         raise ResumeError(f"no checkpoint {'at ' + str(path) if path else 'under ' + str(run / 'checkpoints')}; "
                           f"train first, or pass --checkpoint DIR")
     preflight(cfg)
-    check_splits(cfg, [args.split or cfg.data.eval_split])
+    split = args.split or cfg.data.eval_split
+    if split == UNLABELED_SPLIT:  # AUC and logloss against its placeholder labels (-1) would mean nothing
+        raise ConfigError(f"split {split!r} has no labels, so it cannot be evaluated; score it with "
+                          f"`dlrm-scale export --run-dir {run}` then `dlrm-scale predict`")
+    check_splits(cfg, [split])
     trained = saved_config(path.parent.parent, path)
     if trained is not None:
         changed = differences(trained, cfg, ignore=frozenset(), only=MODEL_PREFIXES)

@@ -54,6 +54,9 @@ def test_a_run_is_one_folder(tmp_path: Path) -> None:
     mismatch = dlrm_scale("eval", "--run-dir", "runs/latest", "--set", "model.top_mlp=[8, 1]", cwd=tmp_path)
     assert mismatch.returncode == 2 and mismatch.stderr.count("\n") == 1
     assert "model.top_mlp [64, 32, 1] -> [8, 1]" in mismatch.stderr
+    unlabeled = dlrm_scale("eval", "--run-dir", "runs/latest", "--split", "unlabeled", cwd=tmp_path)
+    assert unlabeled.returncode == 2 and unlabeled.stderr.count("\n") == 1
+    assert "'unlabeled' has no labels" in unlabeled.stderr and "dlrm-scale predict" in unlabeled.stderr
 
 
 def test_dry_run_checks_data_prepared_for_the_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str],
