@@ -12,7 +12,6 @@ file still has the journaled checksum are not encoded or written again (their ro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,16 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_prep.schema import OUTPUT_SCHEMA
-
-_HASH_BLOCK = 1 << 22
-
-
-def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+from dlrm_scale.data.manifest import sha256_file  # the digest the loader verifies shards with
 
 
 class Journal:

@@ -19,7 +19,6 @@ Three pieces, each closing one way a crafted or damaged checkpoint could run cod
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import os
@@ -35,10 +34,11 @@ import torch
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 
+from dlrm_scale.data.manifest import sha256_file  # hashlib releases the GIL: files hash in parallel threads
+
 MANIFEST = "manifest.json"
 METADATA = ".metadata"
 MANIFEST_FORMAT = 1
-_HASH_CHUNK = 8 << 20
 
 
 class CheckpointError(ValueError):
@@ -212,14 +212,6 @@ class SafeLoadPlanner(DefaultLoadPlanner):
 
 
 # ---------------------------------------------------------------------------------------------- manifest
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK):
-            digest.update(chunk)  # hashlib releases the GIL for large buffers: files hash in parallel threads
-    return digest.hexdigest()
-
-
 def _parallel(function: Callable[[Path], Any], paths: list[Path]) -> list[Any]:
     if len(paths) <= 1:
         return [function(p) for p in paths]
@@ -230,7 +222,7 @@ def _parallel(function: Callable[[Path], Any], paths: list[Path]) -> list[Any]:
 def write_manifest(directory: Path, *, step: int, finite: bool) -> Path:
     """Hashes every file in ``directory`` and writes ``manifest.json`` atomically (temp file + rename)."""
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.name != MANIFEST)
-    digests = _parallel(file_digest, files)
+    digests = _parallel(sha256_file, files)
     record = {"format": MANIFEST_FORMAT, "step": step, "finite": finite,
               "files": {p.name: {"bytes": p.stat().st_size, "sha256": d} for p, d in zip(files, digests)}}
     staging = directory / (MANIFEST + ".tmp")
@@ -272,7 +264,7 @@ def check_file(directory: Path, name: str, entry: dict[str, Any]) -> str | None:
     size = path.stat().st_size
     if size != entry["bytes"]:
         return f"has {size} bytes, the manifest says {entry['bytes']}"
-    if file_digest(path) != entry["sha256"]:
+    if sha256_file(path) != entry["sha256"]:
         return "does not match its sha256 in the manifest"
     return None
 

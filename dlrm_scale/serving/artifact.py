@@ -15,12 +15,13 @@ truncated, edited or mismatched directory is one :class:`ModelDirError` naming t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from dlrm_scale.data.manifest import sha256_file
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.pt"
@@ -32,14 +33,6 @@ REQUIRED_KEYS = ("format_version", "quantize", "model", "dense_features", "spars
 
 class ModelDirError(ValueError):
     """A model directory that is missing, corrupt, or does not match its manifest."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
